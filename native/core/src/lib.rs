@@ -1,0 +1,15 @@
+//! fasttier core: everything the native library does, independent of JNI.
+//!
+//! Layout mirrors the architecture:
+//! * [`error`] — the one internal error enum and its Java classification;
+//! * [`config`] — typed, validated plugin configuration (`rsm.config.*`);
+//! * [`store`] — the narrow object-store trait and its memory, fault-injecting and S3 implementations;
+//! * [`format`] — object keys, segment manifests, CRC-32C framing, record-batch parsing;
+//! * [`upload`] — bounded-memory uploads of local files (multipart);
+//! * [`read`] — verified chunk reads, the chunk cache and lazy segment streams;
+//! * [`slow`] — the slow tier (KIP-405): copy, fetch, fetch index, delete;
+//! * [`runtime`] — the shared, bounded tokio runtime;
+//! * [`metrics`] — counters exported to the broker's metrics.
+
+pub mod error;
+pub mod store;
