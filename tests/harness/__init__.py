@@ -1,0 +1,9 @@
+"""fasttier end-to-end test harness: real S3 (MinIO) and real Kafka brokers as child processes."""
+from .procs import HarnessError, TimeoutExpired, free_port, free_ports, wait_until, live_processes
+from .s3 import S3Server
+from .kafka import KafkaCluster, BrokerExited, plugin_available, plugin_dir, plugin_jars
+
+__all__ = [
+    "HarnessError", "TimeoutExpired", "free_port", "free_ports", "wait_until", "live_processes",
+    "S3Server", "KafkaCluster", "BrokerExited", "plugin_available", "plugin_dir", "plugin_jars",
+]

@@ -1,0 +1,676 @@
+"""KafkaCluster: real, unmodified Apache Kafka brokers (KRaft, combined broker+controller nodes), one JVM
+per node, on free 127.0.0.1 ports, optionally with the fasttier RemoteStorageManager.
+
+    with S3Server() as s3, KafkaCluster(3, version="4.4.0", plugin=True, s3=s3) as kc:
+        kc.bootstrap_servers()
+        kc.stop_broker(1); kc.wipe_broker(1); kc.start_broker(1)
+        kc.broker_log(1)
+
+Layout of a cluster's directory (a temp dir unless base_dir is given):
+    node-<i>/server.properties
+    node-<i>/data/        log.dirs (topic partitions)    -- wipe_broker(i) deletes this
+    node-<i>/meta/        metadata.log.dir (KRaft log)   -- kept, so a wiped node rejoins
+    node-<i>/broker.log   everything the broker logs (log4j2 config: tests/harness/log4j2.xml)
+    node-<i>/stdout.log   the JVM's stdout/stderr (JVM crashes, hs_err notices, early failures)
+
+The broker's class path is the Kafka distribution resolved by tests/scripts/setup.sh
+($FASTTIER_CACHE/kafka/<version>/libs) plus, with plugin=True, every *.jar in $FASTTIER_PLUGIN_DIR
+(default <repo>/build/plugin), which is also the JVM's java.library.path.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from .procs import (
+    LOOPBACK,
+    REPO_ROOT,
+    HarnessError,
+    ManagedProcess,
+    StopWaiting,
+    cache_dir,
+    free_ports,
+    port_open,
+    tail,
+    wait_until,
+)
+
+HARNESS_DIR = Path(__file__).resolve().parent
+LOG4J2_CONFIG = HARNESS_DIR / "log4j2.xml"
+DEFAULT_VERSION = os.environ.get("FASTTIER_KAFKA_VERSION", "4.4.0")
+RSM_CLASS = "io.fasttier.kafka.FastTierRemoteStorageManager"
+BROKER_LISTENER = "BROKER"
+CONTROLLER_LISTENER = "CONTROLLER"
+
+
+def kafka_libs(version: str) -> Path:
+    d = cache_dir() / "kafka" / version / "libs"
+    if not d.is_dir() or not any(d.glob("kafka_2.13-*.jar")):
+        raise HarnessError(
+            f"Kafka {version} class path not found in {d}. Run tests/scripts/setup.sh "
+            f"(or FASTTIER_KAFKA_VERSIONS={version} tests/scripts/setup.sh)."
+        )
+    return d
+
+
+def plugin_dir() -> Path:
+    return Path(os.environ.get("FASTTIER_PLUGIN_DIR", str(REPO_ROOT / "build" / "plugin")))
+
+
+def plugin_jars() -> list[Path]:
+    d = plugin_dir()
+    jars = sorted(d.glob("*.jar")) if d.is_dir() else []
+    if not jars:
+        raise HarnessError(
+            f"fasttier plugin not found: no *.jar in {d}. Run `make build` first "
+            f"(or point FASTTIER_PLUGIN_DIR at a directory holding fasttier-rsm-<version>.jar)."
+        )
+    return jars
+
+
+def plugin_available() -> bool:
+    d = plugin_dir()
+    return d.is_dir() and any(d.glob("*.jar"))
+
+
+def new_cluster_id() -> str:
+    """A Kafka Uuid in its base64url form (as kafka-storage random-uuid prints it)."""
+    while True:
+        s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not s.startswith("-"):
+            return s
+
+
+def java_bin() -> str:
+    jh = os.environ.get("JAVA_HOME")
+    if jh and (Path(jh) / "bin" / "java").exists():
+        return str(Path(jh) / "bin" / "java")
+    return shutil.which("java") or "java"
+
+
+@dataclass
+class Node:
+    node_id: int
+    broker_port: int
+    controller_port: int
+    dir: Path
+    proc: Optional[ManagedProcess] = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def meta_dir(self) -> Path:
+        return self.dir / "meta"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "broker.log"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.dir / "stdout.log"
+
+
+class KafkaCluster:
+    def __init__(
+        self,
+        n_brokers: int = 3,
+        version: str = DEFAULT_VERSION,
+        plugin: bool = True,
+        s3=None,
+        broker_overrides: Optional[Mapping[str, Any]] = None,
+        rsm_config: Optional[Mapping[str, Any]] = None,
+        prefix: Optional[str] = None,
+        base_dir: Optional[Path] = None,
+        heap: str = "512m",
+        node_overrides: Optional[Mapping[int, Mapping[str, Any]]] = None,
+        jvm_args: Iterable[str] = (),
+        env: Optional[Mapping[str, str]] = None,
+        name: str = "kafka",
+    ) -> None:
+        """
+        broker_overrides: server.properties entries for every node (a value None removes the key).
+        rsm_config: plugin settings, with or without the "rsm.config." prefix (None removes a key).
+        node_overrides: {node_id: {...}} server.properties entries for one node only.
+        prefix: the plugin's rsm.config.prefix (default: a fresh "e2e-<random>/"; it must be empty or end in "/").
+        """
+        if plugin and s3 is None:
+            raise HarnessError("KafkaCluster(plugin=True) needs an S3Server (s3=...)")
+        self.n = n_brokers
+        self.version = version
+        self.plugin = plugin
+        self.s3 = s3
+        self.name = name
+        self.heap = heap
+        self.broker_overrides = dict(broker_overrides or {})
+        self.node_overrides = {int(k): dict(v) for k, v in (node_overrides or {}).items()}
+        self.rsm_overrides = {
+            (k if k.startswith("rsm.config.") else f"rsm.config.{k}"): v for k, v in (rsm_config or {}).items()
+        }
+        self.prefix = prefix if prefix is not None else f"e2e-{uuid.uuid4().hex[:8]}/"
+        self.jvm_args = list(jvm_args)
+        self.extra_env = dict(env or {})
+        self.cluster_id = new_cluster_id()
+        self._own_dir = base_dir is None
+        self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix=f"fasttier-{name}-"))
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._libs = kafka_libs(version)
+        self._plugin_jars = plugin_jars() if plugin else []
+        ports = free_ports(2 * n_brokers)
+        self.nodes = [
+            Node(i, ports[2 * i], ports[2 * i + 1], self.base_dir / f"node-{i}") for i in range(n_brokers)
+        ]
+        self._formatted = False
+        self._admin = None
+        for node in self.nodes:
+            node.dir.mkdir(parents=True, exist_ok=True)
+            self._write_properties(node)
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def rf(self) -> int:
+        return min(3, self.n)
+
+    def voters(self) -> str:
+        return ",".join(f"{n.node_id}@{LOOPBACK}:{n.controller_port}" for n in self.nodes)
+
+    def rsm_properties(self) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        if self.s3 is not None:
+            props.update(
+                {
+                    "rsm.config.s3.bucket": self.s3.bucket,
+                    "rsm.config.s3.endpoint": self.s3.endpoint,
+                    "rsm.config.s3.region": self.s3.region,
+                    "rsm.config.s3.path.style": "true",
+                    "rsm.config.s3.access.key.id": self.s3.access_key,
+                    "rsm.config.s3.secret.access.key": self.s3.secret_key,
+                }
+            )
+        props["rsm.config.prefix"] = self.prefix
+        props.update(self.rsm_overrides)
+        return {k: v for k, v in props.items() if v is not None}
+
+    def properties(self, node: Node) -> dict[str, Any]:
+        rf = self.rf
+        p: dict[str, Any] = {
+            "node.id": node.node_id,
+            "process.roles": "broker,controller",
+            "controller.quorum.voters": self.voters(),
+            "listeners": f"{BROKER_LISTENER}://{LOOPBACK}:{node.broker_port},"
+            f"{CONTROLLER_LISTENER}://{LOOPBACK}:{node.controller_port}",
+            "advertised.listeners": f"{BROKER_LISTENER}://{LOOPBACK}:{node.broker_port}",
+            "listener.security.protocol.map": f"{BROKER_LISTENER}:PLAINTEXT,{CONTROLLER_LISTENER}:PLAINTEXT",
+            "inter.broker.listener.name": BROKER_LISTENER,
+            "controller.listener.names": CONTROLLER_LISTENER,
+            "log.dirs": str(node.data_dir),
+            "metadata.log.dir": str(node.meta_dir),
+            "auto.create.topics.enable": "false",
+            "num.partitions": 1,
+            "default.replication.factor": rf,
+            "min.insync.replicas": 1,
+            "offsets.topic.replication.factor": rf,
+            "offsets.topic.num.partitions": 3,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": min(2, rf),
+            "transaction.state.log.num.partitions": 3,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": min(2, rf),
+            "group.initial.rebalance.delay.ms": 0,
+            "num.network.threads": 2,
+            "num.io.threads": 4,
+            "num.replica.fetchers": 1,
+            "background.threads": 4,
+            "log.retention.check.interval.ms": 1000,
+            "log.segment.delete.delay.ms": 1000,
+            "log.initial.task.delay.ms": 1000,
+            "replica.lag.time.max.ms": 10000,
+            "controlled.shutdown.enable": "true",
+            "auto.leader.rebalance.enable": "false",
+            "delete.topic.enable": "true",
+        }
+        if self.plugin:
+            p.update(
+                {
+                    "remote.log.storage.system.enable": "true",
+                    "remote.log.storage.manager.class.name": RSM_CLASS,
+                    "remote.log.metadata.manager.listener.name": BROKER_LISTENER,
+                    "rlmm.config.remote.log.metadata.topic.replication.factor": rf,
+                    "rlmm.config.remote.log.metadata.topic.num.partitions": 5,
+                    "rlmm.config.remote.log.metadata.topic.min.isr": 1 if rf < 3 else 2,
+                    "remote.log.manager.task.interval.ms": 1000,
+                    "remote.fetch.max.wait.ms": 500,
+                }
+            )
+            p.update(self.rsm_properties())
+        for src in (self.broker_overrides, self.node_overrides.get(node.node_id, {})):
+            for k, v in src.items():
+                if v is None:
+                    p.pop(k, None)
+                else:
+                    p[k] = v
+        return p
+
+    def _write_properties(self, node: Node) -> None:
+        lines = [f"# written by tests/harness/kafka.py for {self.name} node {node.node_id}"]
+        for k, v in self.properties(node).items():
+            if isinstance(v, bool):
+                v = "true" if v else "false"
+            lines.append(f"{k}={v}")
+        node.properties_path.write_text("\n".join(lines) + "\n")
+
+    def classpath(self) -> str:
+        jars = sorted(self._libs.glob("*.jar")) + list(self._plugin_jars)
+        return ":".join(str(j) for j in jars)
+
+    def _jvm_argv(self, node: Node, main: str, args: list[str]) -> list[str]:
+        argv = [
+            java_bin(),
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            f"-XX:ErrorFile={node.dir}/hs_err_pid%p.log",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dfasttier.test.log.file={node.log_path}",
+        ]
+        if self.plugin:
+            argv.append(f"-Djava.library.path={plugin_dir()}")
+        argv += self.jvm_args
+        argv += ["-cp", self.classpath(), main] + args
+        return argv
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # the plugin's native side logs through the broker; keep stray env from changing test behaviour
+        env.pop("KAFKA_OPTS", None)
+        env.pop("KAFKA_HEAP_OPTS", None)
+        env.update(self.extra_env)
+        return env
+
+    # ------------------------------------------------------------------ lifecycle
+    def format(self) -> None:
+        """kafka-storage format every node (static controller.quorum.voters, so no --standalone)."""
+        with cf.ThreadPoolExecutor(self.n) as ex:
+            list(ex.map(self._format_node, self.nodes))
+        self._formatted = True
+
+    def _format_node(self, node: Node) -> None:
+        argv = self._jvm_argv(
+            node,
+            "kafka.tools.StorageTool",
+            ["format", "-t", self.cluster_id, "-c", str(node.properties_path), "--ignore-formatted"],
+        )
+        argv = [a for a in argv if not a.startswith("-Xms")]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=self._env())
+        with open(node.dir / "format.log", "a") as f:
+            f.write(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise HarnessError(
+                f"kafka-storage format failed for node {node.node_id} (exit {r.returncode}):\n"
+                f"{r.stdout}\n{r.stderr}"
+            )
+
+    def start(self, timeout: float = 180.0, wait: bool = True) -> "KafkaCluster":
+        if not self._formatted:
+            self.format()
+        for node in self.nodes:
+            self._spawn(node)
+        if wait:
+            try:
+                self.wait_ready(timeout)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def _spawn(self, node: Node) -> None:
+        if node.proc is not None and node.proc.running():
+            return
+        self._write_properties(node)
+        argv = self._jvm_argv(node, "kafka.Kafka", [str(node.properties_path)])
+        node.proc = ManagedProcess(
+            f"{self.name}-node-{node.node_id}", argv, node.stdout_path, env=self._env(), cwd=node.dir
+        )
+
+    def wait_ready(self, timeout: float = 180.0, nodes: Optional[Iterable[int]] = None) -> None:
+        """Wait until the given nodes (default all) run, listen, and the cluster metadata lists them."""
+        ids = list(nodes) if nodes is not None else [n.node_id for n in self.nodes]
+
+        def ready() -> bool:
+            for i in ids:
+                node = self.nodes[i]
+                if node.proc is None or not node.proc.running():
+                    raise BrokerExited(self, i)
+                if not port_open(node.broker_port):
+                    return False
+            alive = self.alive_broker_ids(timeout=5)
+            return set(ids) <= set(alive)
+
+        try:
+            wait_until(ready, timeout, 0.5, lambda: f"brokers {ids} of {self.name} to be ready")
+        except BrokerExited:
+            raise
+        except Exception as e:
+            raise HarnessError(f"{e}\n{self.diagnostics(ids)}") from e
+
+    def alive_broker_ids(self, timeout: float = 10) -> list[int]:
+        md = self.admin().list_topics(timeout=timeout)
+        return sorted(md.brokers.keys())
+
+    def bootstrap_servers(self, nodes: Optional[Iterable[int]] = None) -> str:
+        ids = list(nodes) if nodes is not None else [n.node_id for n in self.nodes]
+        return ",".join(f"{LOOPBACK}:{self.nodes[i].broker_port}" for i in ids)
+
+    def stop_broker(self, i: int, timeout: float = 120.0) -> Optional[int]:
+        """SIGTERM (controlled shutdown) and wait for the JVM to exit. Returns its exit code."""
+        node = self.nodes[i]
+        if node.proc is None:
+            return None
+        rc = node.proc.terminate(timeout)
+        node.proc = None
+        self._reset_admin()
+        return rc
+
+    def kill_broker(self, i: int) -> Optional[int]:
+        node = self.nodes[i]
+        if node.proc is None:
+            return None
+        rc = node.proc.kill()
+        node.proc = None
+        self._reset_admin()
+        return rc
+
+    def start_broker(self, i: int, timeout: float = 180.0, wait: bool = True) -> None:
+        self._spawn(self.nodes[i])
+        if wait:
+            self.wait_ready(timeout, nodes=[i])
+
+    def restart_broker(self, i: int, timeout: float = 180.0) -> None:
+        self.stop_broker(i)
+        self.start_broker(i, timeout)
+
+    def wipe_broker(self, i: int, reformat: bool = True) -> None:
+        """Lose node i's data log dir (every partition), keeping its KRaft metadata dir
+        (metadata.log.dir is separate), as when a data disk is replaced.
+
+        Kafka 4.x refuses to start with a log dir that has no meta.properties ("No `meta.properties`
+        found in <dir> (have you run `kafka-storage.sh` to format the directory?)"), so:
+          reformat=True  (default) does what an operator does after a disk swap: `kafka-storage format
+                         --ignore-formatted` with the cluster id, which formats only the new, empty
+                         data dir (a new directory.id) and leaves the metadata dir alone;
+          reformat=False deletes everything in the data dir except meta.properties (same directory.id).
+        """
+        node = self.nodes[i]
+        if node.proc is not None and node.proc.running():
+            raise HarnessError(f"wipe_broker({i}): stop the broker first")
+        meta_props = node.data_dir / "meta.properties"
+        saved = meta_props.read_bytes() if (not reformat and meta_props.exists()) else None
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+        if reformat:
+            self._format_node(node)
+        else:
+            node.data_dir.mkdir(parents=True)
+            if saved is not None:
+                meta_props.write_bytes(saved)
+
+    def is_running(self, i: int) -> bool:
+        p = self.nodes[i].proc
+        return p is not None and p.running()
+
+    def exit_code(self, i: int) -> Optional[int]:
+        p = self.nodes[i].proc
+        return None if p is None else p.returncode
+
+    def wait_for_exit(self, i: int, timeout: float) -> Optional[int]:
+        p = self.nodes[i].proc
+        if p is None:
+            return None
+        return p.wait(timeout)
+
+    def update_rsm_config(self, **kv: Any) -> None:
+        """Change plugin settings for the next (re)start of each node."""
+        for k, v in kv.items():
+            key = k if k.startswith("rsm.config.") else f"rsm.config.{k}"
+            self.rsm_overrides[key] = v
+
+    def stop(self) -> None:
+        """Stop every node (in parallel: SIGTERM, then SIGKILL after a grace period). Never raises."""
+        self._reset_admin()
+        nodes = [n for n in self.nodes if n.proc is not None]
+        if nodes:
+            # Controlled shutdown of the last nodes of a combined quorum can hang: give it 30 s.
+            with cf.ThreadPoolExecutor(len(nodes)) as ex:
+                list(ex.map(lambda n: n.proc.terminate(30), nodes))
+            for n in nodes:
+                n.proc = None
+
+    def close(self, keep_dir: Optional[bool] = None) -> None:
+        self.stop()
+        if keep_dir is None:
+            keep_dir = bool(os.environ.get("FASTTIER_KEEP_TMP"))
+        if self._own_dir and not keep_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> "KafkaCluster":
+        return self.start()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(keep_dir=True if exc_type is not None else None)
+
+    def __repr__(self) -> str:
+        return f"KafkaCluster({self.name}, n={self.n}, kafka {self.version}, plugin={self.plugin}, dir={self.base_dir})"
+
+    # ------------------------------------------------------------------ logs
+    def broker_log(self, i: int) -> str:
+        """The broker's log4j log (and, appended, what the JVM printed on stdout/stderr)."""
+        node = self.nodes[i]
+        parts = []
+        for p in (node.log_path, node.stdout_path):
+            if p.exists():
+                parts.append(p.read_text("utf-8", "replace"))
+        return "\n".join(parts)
+
+    def grep_log(self, i: int, pattern: str, flags: int = 0) -> list[str]:
+        rx = re.compile(pattern, flags)
+        return [l for l in self.broker_log(i).splitlines() if rx.search(l)]
+
+    def grep_logs(self, pattern: str, flags: int = 0) -> dict[int, list[str]]:
+        return {n.node_id: self.grep_log(n.node_id, pattern, flags) for n in self.nodes}
+
+    def diagnostics(self, ids: Optional[Iterable[int]] = None, lines: int = 40) -> str:
+        out = [repr(self)]
+        for i in ids if ids is not None else range(self.n):
+            node = self.nodes[i]
+            state = "running" if self.is_running(i) else f"not running (exit {self.exit_code(i)})"
+            out.append(f"--- node {i} {state}; {node.log_path} (last {lines} lines):")
+            out.append(tail(node.log_path, lines))
+            out.append(f"--- {node.stdout_path} (last 15 lines):")
+            out.append(tail(node.stdout_path, 15))
+            for hs in node.dir.glob("hs_err_pid*.log"):
+                out.append(f"--- JVM CRASH LOG {hs}:\n{tail(hs, 40)}")
+        return "\n".join(out)
+
+    # ------------------------------------------------------------------ clients & admin
+    def _reset_admin(self) -> None:
+        self._admin = None
+
+    def admin(self):
+        if self._admin is None:
+            from confluent_kafka.admin import AdminClient
+
+            self._admin = AdminClient(
+                {"bootstrap.servers": self.bootstrap_servers(), "socket.timeout.ms": 10000, "log_level": 3}
+            )
+        return self._admin
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        c: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers(), "log_level": 3}
+        c.update(extra)
+        return c
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication_factor: Optional[int] = None,
+        config: Optional[Mapping[str, Any]] = None,
+        replica_assignment: Optional[list[list[int]]] = None,
+        timeout: float = 60.0,
+    ) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        cfg = {k: str(v) for k, v in (config or {}).items()}
+        if replica_assignment is not None:
+            nt = NewTopic(
+                name, num_partitions=len(replica_assignment), replica_assignment=replica_assignment, config=cfg
+            )
+        else:
+            nt = NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor or self.rf,
+                config=cfg,
+            )
+        fut = self.admin().create_topics([nt], operation_timeout=timeout, request_timeout=timeout)[name]
+        fut.result(timeout)
+        n_parts = len(replica_assignment) if replica_assignment is not None else partitions
+
+        def has_leaders():
+            t = self.admin().list_topics(name, timeout=10).topics.get(name)
+            if t is None or t.error is not None or len(t.partitions) != n_parts:
+                return False
+            return all(p.leader >= 0 for p in t.partitions.values())
+
+        wait_until(has_leaders, timeout, 0.3, f"topic {name} to have leaders")
+
+    def delete_topic(self, name: str, timeout: float = 60.0) -> None:
+        self.admin().delete_topics([name], operation_timeout=timeout, request_timeout=timeout)[name].result(timeout)
+        wait_until(
+            lambda: name not in self.admin().list_topics(timeout=10).topics,
+            timeout,
+            0.5,
+            f"topic {name} to disappear",
+        )
+
+    def alter_topic_config(self, name: str, config: Mapping[str, Any], timeout: float = 60.0) -> None:
+        """Incrementally SET (value) or DELETE (value None) topic configs."""
+        from confluent_kafka.admin import (
+            AlterConfigOpType,
+            ConfigEntry,
+            ConfigResource,
+            ResourceType,
+        )
+
+        entries = [
+            ConfigEntry(
+                k,
+                None if v is None else str(v),
+                incremental_operation=AlterConfigOpType.DELETE if v is None else AlterConfigOpType.SET,
+            )
+            for k, v in config.items()
+        ]
+        res = ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries)
+        futs = self.admin().incremental_alter_configs([res], request_timeout=timeout)
+        for f in futs.values():
+            f.result(timeout)
+
+    def topic_config(self, name: str) -> dict[str, str]:
+        from confluent_kafka.admin import ConfigResource, ResourceType
+
+        res = ConfigResource(ResourceType.TOPIC, name)
+        entries = list(self.admin().describe_configs([res]).values())[0].result(30)
+        return {k: e.value for k, e in entries.items()}
+
+    def describe_topic(self, name: str, timeout: float = 30.0):
+        """confluent_kafka TopicDescription: .topic_id, .partitions[i].leader/.replicas/.isr (Nodes)."""
+        from confluent_kafka import TopicCollection
+
+        return self.admin().describe_topics(TopicCollection([name]), request_timeout=timeout)[name].result(timeout)
+
+    def topic_id(self, name: str) -> str:
+        """The topic id in Kafka's base64url form (as in partition.metadata and Uuid.toString())."""
+        return str(self.describe_topic(name).topic_id)
+
+    def partition_state(self, name: str) -> dict[int, dict[str, Any]]:
+        d = self.describe_topic(name)
+        return {
+            p.id: {
+                "leader": p.leader.id if p.leader is not None else -1,
+                "replicas": [r.id for r in p.replicas],
+                "isr": [r.id for r in p.isr],
+            }
+            for p in d.partitions
+        }
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        return self.partition_state(topic)[partition]["leader"]
+
+    def wait_for_isr(self, topic: str, size: Optional[int] = None, timeout: float = 120.0, contains: Optional[int] = None):
+        size = size or self.rf
+
+        def ok():
+            st = self.partition_state(topic)
+            return all(
+                len(s["isr"]) >= size and (contains is None or contains in s["isr"]) for s in st.values()
+            ) and st
+
+        return wait_until(ok, timeout, 1.0, f"ISR of {topic} to reach {size}" + (f" with {contains}" if contains is not None else ""))
+
+    # ------------------------------------------------------------------ files on disk
+    def partition_dir(self, i: int, topic: str, partition: int) -> Path:
+        return self.nodes[i].data_dir / f"{topic}-{partition}"
+
+    def local_segments(self, i: int, topic: str, partition: int) -> list[int]:
+        """Base offsets of node i's live .log segment files of one partition, sorted (empty if none)."""
+        d = self.partition_dir(i, topic, partition)
+        if not d.is_dir():
+            return []
+        out = []
+        for f in d.iterdir():
+            if f.name.endswith(".log") and f.name[:-4].isdigit():
+                out.append(int(f.name[:-4]))
+        return sorted(out)
+
+    def local_log_start(self, i: int, topic: str, partition: int) -> Optional[int]:
+        """Base offset of node i's oldest local segment of the partition (None if it has none)."""
+        segs = self.local_segments(i, topic, partition)
+        return segs[0] if segs else None
+
+    # ------------------------------------------------------------------ java tools
+    def run_tool(self, main: str, args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """Run a Kafka CLI class (e.g. org.apache.kafka.tools.GetOffsetShell) against this cluster."""
+        argv = [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+                f"-Dfasttier.test.log.file={self.base_dir}/tools.log",
+                "-cp", ":".join(str(j) for j in sorted(self._libs.glob('*.jar'))), main] + args
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self._env())
+
+
+class BrokerExited(StopWaiting):
+    def __init__(self, cluster: KafkaCluster, i: int) -> None:
+        self.cluster = cluster
+        self.node_id = i
+        self.exit_code = cluster.exit_code(i)
+        super().__init__(
+            f"broker {i} of {cluster.name} exited with code {self.exit_code} during startup\n"
+            + cluster.diagnostics([i])
+        )
