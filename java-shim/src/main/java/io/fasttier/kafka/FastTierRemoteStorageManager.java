@@ -1,0 +1,431 @@
+package io.fasttier.kafka;
+
+import io.fasttier.kafka.jni.NativeBridge;
+import io.fasttier.kafka.jni.NativeException;
+
+import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.TopicIdPartition;
+import org.apache.kafka.common.config.ConfigException;
+import org.apache.kafka.common.config.types.Password;
+import org.apache.kafka.common.metrics.Monitorable;
+import org.apache.kafka.common.metrics.PluginMetrics;
+import org.apache.kafka.server.log.remote.storage.LogSegmentData;
+import org.apache.kafka.server.log.remote.storage.RemoteLogSegmentMetadata;
+import org.apache.kafka.server.log.remote.storage.RemoteResourceNotFoundException;
+import org.apache.kafka.server.log.remote.storage.RemoteStorageException;
+import org.apache.kafka.server.log.remote.storage.RemoteStorageManager;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.ByteArrayInputStream;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.NavigableMap;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.TreeMap;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+
+/**
+ * fasttier's KIP-405 {@link RemoteStorageManager}: a thin shim over the native library {@code libfasttier_jni}.
+ *
+ * <p>Broker configuration: {@code remote.log.storage.manager.class.name=io.fasttier.kafka.FastTierRemoteStorageManager}
+ * and the plugin settings as {@code rsm.config.*} (see {@code config/broker-example.properties}).
+ *
+ * <p>Error mapping (native → Kafka): not found → {@link RemoteResourceNotFoundException}; transient →
+ * {@code RetriableRemoteStorageException} on Kafka 4.2+, else {@link RemoteStorageException}; anything else →
+ * {@link RemoteStorageException}. Messages are the native ones (they name the object key). In
+ * {@link #configure}, a configuration error becomes a {@link ConfigException} and any other failure a
+ * {@link KafkaException}, both starting with {@code "fasttier: "}.
+ *
+ * <p>Thread safety: every method may be called concurrently (copier, reader and expiration pools). Short native
+ * calls hold a read lock on the engine handle; {@link #close()} takes the write lock, so the handle is never
+ * freed under a running call. A copy waits for its native operation outside that lock, so closing cancels
+ * running copies instead of waiting for them.
+ */
+public class FastTierRemoteStorageManager implements RemoteStorageManager, Monitorable {
+    private static final Logger LOG = LoggerFactory.getLogger(FastTierRemoteStorageManager.class);
+
+    /** How long one {@link NativeBridge#opAwait} waits before the interrupt flag is checked again. */
+    static final int AWAIT_SLICE_MS = 200;
+
+    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    // guarded by lock
+    private long engine;
+    private boolean configured;
+    private boolean closed;
+    private boolean drainAcquired;
+
+    private final Object metricsLock = new Object();
+    // guarded by metricsLock
+    private PluginMetrics pluginMetrics;
+    private boolean metricsRegistered;
+    private final NativeMetrics nativeMetrics = new NativeMetrics(this::readMetrics);
+
+    /** Segment coordinates as the native side wants them. */
+    private static final class Coordinates {
+        final String topic;
+        final String topicId;
+        final int partition;
+        final String segmentId;
+        final long startOffset;
+
+        Coordinates(RemoteLogSegmentMetadata metadata) {
+            Objects.requireNonNull(metadata, "remoteLogSegmentMetadata");
+            TopicIdPartition tip = metadata.remoteLogSegmentId().topicIdPartition();
+            this.topic = tip.topic();
+            this.topicId = tip.topicId().toString();
+            this.partition = tip.partition();
+            this.segmentId = metadata.remoteLogSegmentId().id().toString();
+            this.startOffset = metadata.startOffset();
+        }
+
+        @Override
+        public String toString() {
+            return topic + "-" + partition + " segment " + segmentId + " (start offset " + startOffset + ")";
+        }
+    }
+
+    @FunctionalInterface
+    private interface EngineCall<T> {
+        T call(long engine);
+    }
+
+    public FastTierRemoteStorageManager() {}
+
+    /**
+     * Loads the native library and opens the engine. {@code configs} are the broker's {@code rsm.config.*}
+     * properties with the prefix stripped, plus {@code broker.id}. Every value is passed to the native side as
+     * a string, except {@value NativeLibraryLoader#CONFIG_KEY}, which only the Java side uses.
+     *
+     * @throws ConfigException if a setting is invalid (the message names the key) or the library path is unusable
+     * @throws KafkaException  if the library cannot be loaded or the remote store cannot be opened
+     */
+    @Override
+    public void configure(Map<String, ?> configs) {
+        Objects.requireNonNull(configs, "configs");
+        TreeMap<String, String> settings = new TreeMap<>();
+        for (Map.Entry<String, ?> e : configs.entrySet()) {
+            if (e.getKey() == null || e.getValue() == null) {
+                continue;
+            }
+            Object v = e.getValue();
+            settings.put(e.getKey(), v instanceof Password ? ((Password) v).value() : String.valueOf(v));
+        }
+        String libraryPath = settings.remove(NativeLibraryLoader.CONFIG_KEY);
+        String[] keys = settings.keySet().toArray(new String[0]);
+        String[] values = settings.values().toArray(new String[0]);
+
+        String version;
+        lock.writeLock().lock();
+        try {
+            if (closed) {
+                throw new ConfigException("fasttier: configure called on a closed remote storage manager");
+            }
+            if (configured) {
+                throw new ConfigException("fasttier: configure called twice");
+            }
+            version = NativeLibraryLoader.load(libraryPath);
+            NativeLogDrain.acquire();
+            long handle;
+            try {
+                LOG.debug("fasttier: opening engine with keys {}", settings.keySet());
+                handle = NativeBridge.open(keys, values);
+            } catch (NativeException e) {
+                NativeLogDrain.release();
+                throw RemoteErrors.toConfigure(e);
+            } catch (RuntimeException | Error e) {
+                NativeLogDrain.release();
+                throw e;
+            }
+            if (handle == 0) {
+                NativeLogDrain.release();
+                throw new KafkaException("fasttier: the native library returned no engine");
+            }
+            engine = handle;
+            drainAcquired = true;
+            configured = true;
+        } finally {
+            lock.writeLock().unlock();
+        }
+        LOG.info("fasttier: remote storage manager ready (native {}, broker.id={}, retriable errors as {})",
+                version, settings.getOrDefault("broker.id", "?"),
+                RemoteErrors.hasRetriable() ? "RetriableRemoteStorageException" : "RemoteStorageException");
+        maybeRegisterMetrics();
+    }
+
+    /** KIP-877: registers the native metrics (now, or right after {@link #configure} if called before it). */
+    @Override
+    public void withPluginMetrics(PluginMetrics metrics) {
+        synchronized (metricsLock) {
+            this.pluginMetrics = metrics;
+        }
+        maybeRegisterMetrics();
+    }
+
+    private void maybeRegisterMetrics() {
+        synchronized (metricsLock) {
+            if (pluginMetrics == null || metricsRegistered) {
+                return;
+            }
+            lock.readLock().lock();
+            try {
+                if (!configured || closed) {
+                    return;
+                }
+            } finally {
+                lock.readLock().unlock();
+            }
+            metricsRegistered = true;
+            try {
+                nativeMetrics.register(pluginMetrics);
+            } catch (NativeException | UnsatisfiedLinkError e) {
+                LOG.warn("fasttier: native metrics unavailable: {}", e.getMessage());
+            }
+        }
+    }
+
+    /** Current native metric values, or null if the engine is closed or busy closing. Never blocks. */
+    private long[] readMetrics() {
+        if (!lock.readLock().tryLock()) {
+            return null;
+        }
+        try {
+            if (closed || !configured) {
+                return null;
+            }
+            return NativeBridge.metrics(engine);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    @Override
+    public Optional<RemoteLogSegmentMetadata.CustomMetadata> copyLogSegmentData(RemoteLogSegmentMetadata metadata,
+                                                                              LogSegmentData data)
+            throws RemoteStorageException {
+        Objects.requireNonNull(data, "logSegmentData");
+        Coordinates c = new Coordinates(metadata);
+
+        NavigableMap<Integer, Long> leaderEpochs = new TreeMap<>(metadata.segmentLeaderEpochs());
+        int[] epochs = new int[leaderEpochs.size()];
+        long[] epochStartOffsets = new long[leaderEpochs.size()];
+        int i = 0;
+        for (Map.Entry<Integer, Long> e : leaderEpochs.entrySet()) {
+            epochs[i] = e.getKey();
+            epochStartOffsets[i] = e.getValue();
+            i++;
+        }
+        String logPath = pathOf(data.logSegment());
+        String offsetIndexPath = pathOf(data.offsetIndex());
+        String timeIndexPath = pathOf(data.timeIndex());
+        String txnIndexPath = data.transactionIndex().map(FastTierRemoteStorageManager::pathOf).orElse(null);
+        String producerSnapshotPath = pathOf(data.producerSnapshotIndex());
+        byte[] checkpoint = remainingBytes(data.leaderEpochIndex());
+
+        long op = withEngine(engine -> NativeBridge.copyStart(engine, c.topic, c.topicId, c.partition, c.segmentId,
+                c.startOffset, metadata.endOffset(), metadata.maxTimestampMs(), metadata.brokerId(),
+                metadata.segmentSizeInBytes(), epochs, epochStartOffsets, logPath, offsetIndexPath, timeIndexPath,
+                txnIndexPath, producerSnapshotPath, checkpoint));
+        awaitCopy(op, c);
+        LOG.debug("fasttier: copied {}", c);
+        return Optional.empty();
+    }
+
+    /**
+     * Waits for a copy in slices of {@link #AWAIT_SLICE_MS}. Kafka interrupts the copier thread when leadership
+     * moves: the operation is then cancelled (the native side removes partial uploads), the interrupt flag stays
+     * set and the copy fails with a {@link RemoteStorageException}.
+     */
+    private void awaitCopy(long op, Coordinates c) throws RemoteStorageException {
+        boolean live = true; // the native op handle still needs opAwait(true)/opAwait(throws)/opCancel
+        try {
+            while (true) {
+                if (Thread.currentThread().isInterrupted()) {
+                    live = false;
+                    cancelQuietly(op, c);
+                    throw new RemoteStorageException("fasttier: copy interrupted; cancelled the upload of " + c);
+                }
+                if (isClosed()) {
+                    live = false;
+                    cancelQuietly(op, c);
+                    throw new RemoteStorageException("fasttier: closed; cancelled the upload of " + c);
+                }
+                boolean done;
+                try {
+                    done = NativeBridge.opAwait(op, AWAIT_SLICE_MS);
+                } catch (NativeException e) {
+                    live = false;
+                    throw RemoteErrors.toRemote(e);
+                }
+                if (done) {
+                    live = false;
+                    return;
+                }
+            }
+        } finally {
+            if (live) {
+                cancelQuietly(op, c);
+            }
+        }
+    }
+
+    private static void cancelQuietly(long op, Coordinates c) {
+        try {
+            NativeBridge.opCancel(op);
+        } catch (NativeException e) {
+            LOG.warn("fasttier: cancelling the upload of {} failed: {}", c, RemoteErrors.messageOf(e));
+        }
+    }
+
+    @Override
+    public InputStream fetchLogSegment(RemoteLogSegmentMetadata metadata, int startPosition)
+            throws RemoteStorageException {
+        return openStream(metadata, startPosition, -1);
+    }
+
+    @Override
+    public InputStream fetchLogSegment(RemoteLogSegmentMetadata metadata, int startPosition, int endPosition)
+            throws RemoteStorageException {
+        if (endPosition < startPosition) {
+            throw new RemoteStorageException("fasttier: invalid range: end position " + endPosition
+                    + " is before start position " + startPosition);
+        }
+        return openStream(metadata, startPosition, endPosition);
+    }
+
+    private InputStream openStream(RemoteLogSegmentMetadata metadata, int startPosition, int endInclusive)
+            throws RemoteStorageException {
+        Coordinates c = new Coordinates(metadata);
+        if (startPosition < 0) {
+            throw new RemoteStorageException("fasttier: invalid start position " + startPosition + " for " + c);
+        }
+        long stream = withEngine(engine -> NativeBridge.streamOpen(engine, c.topic, c.topicId, c.partition,
+                c.segmentId, c.startOffset, startPosition, endInclusive));
+        return new NativeSegmentInputStream(stream, c + " from position " + startPosition);
+    }
+
+    @Override
+    public InputStream fetchIndex(RemoteLogSegmentMetadata metadata, IndexType indexType) throws RemoteStorageException {
+        Objects.requireNonNull(indexType, "indexType");
+        Coordinates c = new Coordinates(metadata);
+        int nativeType = nativeIndexType(indexType);
+        byte[] bytes = withEngine(engine -> NativeBridge.fetchIndex(engine, c.topic, c.topicId, c.partition,
+                c.segmentId, c.startOffset, nativeType));
+        if (bytes == null) {
+            throw new RemoteResourceNotFoundException("fasttier: no " + indexType + " index for " + c);
+        }
+        return new ByteArrayInputStream(bytes);
+    }
+
+    /** Explicit mapping (never {@code ordinal()}): checked against Kafka 4.1.2's IndexType. */
+    static int nativeIndexType(IndexType indexType) throws RemoteStorageException {
+        switch (indexType) {
+            case OFFSET:
+                return NativeBridge.INDEX_OFFSET;
+            case TIMESTAMP:
+                return NativeBridge.INDEX_TIMESTAMP;
+            case PRODUCER_SNAPSHOT:
+                return NativeBridge.INDEX_PRODUCER_SNAPSHOT;
+            case TRANSACTION:
+                return NativeBridge.INDEX_TRANSACTION;
+            case LEADER_EPOCH:
+                return NativeBridge.INDEX_LEADER_EPOCH;
+            default:
+                throw new RemoteStorageException("fasttier: unsupported index type " + indexType);
+        }
+    }
+
+    /** Deletes the segment's objects; succeeds when they are already gone (idempotent). */
+    @Override
+    public void deleteLogSegmentData(RemoteLogSegmentMetadata metadata) throws RemoteStorageException {
+        Coordinates c = new Coordinates(metadata);
+        try {
+            withEngine(engine -> {
+                NativeBridge.deleteSegment(engine, c.topic, c.topicId, c.partition, c.segmentId, c.startOffset);
+                return null;
+            });
+        } catch (RemoteResourceNotFoundException e) {
+            LOG.debug("fasttier: {} already deleted: {}", c, e.getMessage());
+        }
+    }
+
+    /** Idempotent: cancels running operations, releases the engine, stops the log drain if this was the last user. */
+    @Override
+    public void close() {
+        long handle;
+        boolean releaseDrain;
+        boolean wasConfigured;
+        lock.writeLock().lock();
+        try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            handle = engine;
+            engine = 0;
+            releaseDrain = drainAcquired;
+            drainAcquired = false;
+            wasConfigured = configured;
+        } finally {
+            lock.writeLock().unlock();
+        }
+        try {
+            if (handle != 0) {
+                NativeBridge.close(handle);
+            }
+        } catch (NativeException e) {
+            LOG.warn("fasttier: closing the engine failed: {}", RemoteErrors.messageOf(e));
+        } finally {
+            if (releaseDrain) {
+                NativeLogDrain.release();
+            }
+        }
+        if (wasConfigured) {
+            LOG.info("fasttier: remote storage manager closed");
+        }
+    }
+
+    private boolean isClosed() {
+        lock.readLock().lock();
+        try {
+            return closed;
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    private <T> T withEngine(EngineCall<T> call) throws RemoteStorageException {
+        lock.readLock().lock();
+        try {
+            if (closed) {
+                throw new RemoteStorageException("fasttier: closed");
+            }
+            if (!configured) {
+                throw new RemoteStorageException("fasttier: not configured");
+            }
+            return call.call(engine);
+        } catch (NativeException e) {
+            throw RemoteErrors.toRemote(e);
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    private static String pathOf(Path p) {
+        return p == null ? null : p.toAbsolutePath().toString();
+    }
+
+    /** The buffer's remaining bytes, read through a duplicate so the caller's position is untouched. */
+    static byte[] remainingBytes(ByteBuffer buffer) {
+        if (buffer == null) {
+            return new byte[0];
+        }
+        ByteBuffer dup = buffer.duplicate();
+        byte[] out = new byte[dup.remaining()];
+        dup.get(out);
+        return out;
+    }
+}

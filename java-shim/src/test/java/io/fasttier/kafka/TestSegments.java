@@ -1,0 +1,160 @@
+package io.fasttier.kafka;
+
+import org.apache.kafka.common.TopicIdPartition;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.Uuid;
+import org.apache.kafka.common.compress.Compression;
+import org.apache.kafka.common.record.MemoryRecords;
+import org.apache.kafka.common.record.MemoryRecordsBuilder;
+import org.apache.kafka.common.record.RecordBatch;
+import org.apache.kafka.common.record.TimestampType;
+import org.apache.kafka.server.log.remote.storage.LogSegmentData;
+import org.apache.kafka.server.log.remote.storage.RemoteLogSegmentId;
+import org.apache.kafka.server.log.remote.storage.RemoteLogSegmentMetadata;
+
+import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Random;
+
+/** Builds realistic partition-directory files for one rolled segment (test classpath: Kafka 4.1.2). */
+final class TestSegments {
+    static final long BASE_TIMESTAMP = 1_700_000_000_000L;
+
+    final Path dir;
+    final Path log;
+    final Path offsetIndex;
+    final Path timeIndex;
+    final Path txnIndex; // null when absent
+    final Path producerSnapshot;
+    final byte[] leaderEpochCheckpoint;
+    final long startOffset;
+    final long endOffset;
+    final long maxTimestamp;
+    final int sizeInBytes;
+    final Map<Integer, Long> leaderEpochs;
+
+    private TestSegments(Path dir, Path log, Path offsetIndex, Path timeIndex, Path txnIndex, Path producerSnapshot,
+                         byte[] leaderEpochCheckpoint, long startOffset, long endOffset, long maxTimestamp,
+                         int sizeInBytes, Map<Integer, Long> leaderEpochs) {
+        this.dir = dir;
+        this.log = log;
+        this.offsetIndex = offsetIndex;
+        this.timeIndex = timeIndex;
+        this.txnIndex = txnIndex;
+        this.producerSnapshot = producerSnapshot;
+        this.leaderEpochCheckpoint = leaderEpochCheckpoint;
+        this.startOffset = startOffset;
+        this.endOffset = endOffset;
+        this.maxTimestamp = maxTimestamp;
+        this.sizeInBytes = sizeInBytes;
+        this.leaderEpochs = leaderEpochs;
+    }
+
+    /**
+     * Writes {@code batches} record batches (v2, uncompressed, leader epoch 0 for the first half and 1 after)
+     * of {@code recordsPerBatch} records with {@code valueBytes}-byte pseudo-random values, plus an offset index
+     * and a time index with one entry per batch, a producer snapshot, and optionally a transaction index.
+     */
+    static TestSegments write(Path dir, long startOffset, int batches, int recordsPerBatch, int valueBytes,
+                              boolean withTxnIndex) throws IOException {
+        Files.createDirectories(dir);
+        String base = String.format("%020d", startOffset);
+        Path log = dir.resolve(base + ".log");
+        Path offsetIndex = dir.resolve(base + ".index");
+        Path timeIndex = dir.resolve(base + ".timeindex");
+        Path txnIndex = withTxnIndex ? dir.resolve(base + ".txnindex") : null;
+        Path snapshot = dir.resolve(base + ".snapshot");
+
+        Random random = new Random(42 + startOffset);
+        ByteBuffer offsetEntries = ByteBuffer.allocate(8 * batches).order(ByteOrder.BIG_ENDIAN);
+        ByteBuffer timeEntries = ByteBuffer.allocate(12 * batches).order(ByteOrder.BIG_ENDIAN);
+        long offset = startOffset;
+        int position = 0;
+        long maxTimestamp = -1;
+        int secondEpochAt = batches / 2;
+        long secondEpochStart = -1;
+        try (OutputStream out = Files.newOutputStream(log)) {
+            for (int b = 0; b < batches; b++) {
+                int epoch = b < secondEpochAt ? 0 : 1;
+                if (epoch == 1 && secondEpochStart < 0) {
+                    secondEpochStart = offset;
+                }
+                ByteBuffer buf = ByteBuffer.allocate(recordsPerBatch * (valueBytes + 64) + 128);
+                MemoryRecordsBuilder builder = MemoryRecords.builder(buf, RecordBatch.CURRENT_MAGIC_VALUE,
+                        Compression.NONE, TimestampType.CREATE_TIME, offset, RecordBatch.NO_TIMESTAMP,
+                        RecordBatch.NO_PRODUCER_ID, RecordBatch.NO_PRODUCER_EPOCH, RecordBatch.NO_SEQUENCE, false,
+                        epoch);
+                long batchMaxTs = -1;
+                for (int r = 0; r < recordsPerBatch; r++) {
+                    byte[] value = new byte[valueBytes];
+                    random.nextBytes(value);
+                    long ts = BASE_TIMESTAMP + offset + r;
+                    builder.append(ts, ("k" + (offset + r)).getBytes(StandardCharsets.UTF_8), value);
+                    batchMaxTs = Math.max(batchMaxTs, ts);
+                }
+                MemoryRecords records = builder.build();
+                ByteBuffer bytes = records.buffer();
+                byte[] arr = new byte[bytes.remaining()];
+                bytes.get(arr);
+                out.write(arr);
+                offsetEntries.putInt((int) (offset - startOffset)).putInt(position);
+                timeEntries.putLong(batchMaxTs).putInt((int) (offset + recordsPerBatch - 1 - startOffset));
+                maxTimestamp = Math.max(maxTimestamp, batchMaxTs);
+                position += arr.length;
+                offset += recordsPerBatch;
+            }
+        }
+        Files.write(offsetIndex, offsetEntries.array());
+        Files.write(timeIndex, timeEntries.array());
+        if (txnIndex != null) {
+            // One 34-byte aborted-transaction entry: version i16, producerId i64, firstOffset i64,
+            // lastOffset i64, lastStableOffset i64.
+            ByteBuffer t = ByteBuffer.allocate(34);
+            t.putShort((short) 0).putLong(7L).putLong(startOffset).putLong(startOffset + 1).putLong(startOffset + 2);
+            Files.write(txnIndex, t.array());
+        }
+        byte[] snapshotBytes = new byte[77];
+        random.nextBytes(snapshotBytes);
+        Files.write(snapshot, snapshotBytes);
+
+        Map<Integer, Long> epochs = new LinkedHashMap<>();
+        epochs.put(0, startOffset);
+        StringBuilder checkpoint = new StringBuilder("0\n");
+        if (secondEpochStart >= 0 && secondEpochStart > startOffset) {
+            epochs.put(1, secondEpochStart);
+            checkpoint.append("2\n0 ").append(startOffset).append('\n').append("1 ").append(secondEpochStart).append('\n');
+        } else {
+            checkpoint.append("1\n0 ").append(startOffset).append('\n');
+        }
+        return new TestSegments(dir, log, offsetIndex, timeIndex, txnIndex, snapshot,
+                checkpoint.toString().getBytes(StandardCharsets.UTF_8), startOffset, offset - 1, maxTimestamp,
+                position, epochs);
+    }
+
+    static TopicIdPartition newPartition(String topic, int partition) {
+        return new TopicIdPartition(Uuid.randomUuid(), new TopicPartition(topic, partition));
+    }
+
+    /** Metadata for a new copy attempt (a fresh segment id, as the broker does for every attempt). */
+    RemoteLogSegmentMetadata metadata(TopicIdPartition tip, int brokerId) {
+        return metadata(new RemoteLogSegmentId(tip, Uuid.randomUuid()), brokerId);
+    }
+
+    RemoteLogSegmentMetadata metadata(RemoteLogSegmentId id, int brokerId) {
+        return new RemoteLogSegmentMetadata(id, startOffset, endOffset, maxTimestamp, brokerId,
+                System.currentTimeMillis(), sizeInBytes, leaderEpochs);
+    }
+
+    LogSegmentData data() {
+        return new LogSegmentData(log, offsetIndex, timeIndex, Optional.ofNullable(txnIndex), producerSnapshot,
+                ByteBuffer.wrap(leaderEpochCheckpoint));
+    }
+}
