@@ -204,6 +204,10 @@ pub async fn delete_is_idempotent<S: ObjectStore + ?Sized>(store: &S, prefix: &s
 
 /// `list` returns exactly the objects under a prefix (in any order), with their sizes, including keys with
 /// `/`, `=`, `.`, `-` and `_`, and nothing for a prefix without objects.
+///
+/// No key here is a whole path segment prefix of another (`a` next to `a/b`): MinIO stores objects as
+/// directories and leaves `a/b` out of listings when an object `a` exists (both stay readable). Key
+/// layouts used with this trait must avoid that pattern.
 pub async fn list_by_prefix<S: ObjectStore + ?Sized>(store: &S, prefix: &str) {
     let base = unique(prefix, "list");
     let inside = [
@@ -213,7 +217,6 @@ pub async fn list_by_prefix<S: ObjectStore + ?Sized>(store: &S, prefix: &str) {
         "t/topic=a.b_c-d/partition=1",
         "t/x=y=z",
         "t/",
-        "t",
     ];
     let outside = ["u/topic=a/partition=0", "s", "other=t/x"];
     for (i, name) in inside.iter().chain(outside.iter()).enumerate() {

@@ -29,7 +29,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as S3CompletedPart};
 use aws_sdk_s3::Client;
@@ -480,7 +480,7 @@ impl S3Store {
         if let Some(cred) = find_source::<CredentialsError>(&err) {
             let detail = format!(
                 "no usable credentials: {} bucket={bucket} endpoint={endpoint} hint: set rsm.config.s3.access.key.id and rsm.config.s3.secret.access.key, or configure the default AWS credential chain",
-                DisplayErrorContext(cred)
+                error_chain(cred)
             );
             return match cred {
                 CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_) => {
@@ -513,7 +513,7 @@ impl S3Store {
                 } else {
                     "the request could not be sent".to_string()
                 };
-                let detail = format!("{what}: {} bucket={bucket} endpoint={endpoint}", DisplayErrorContext(&err));
+                let detail = format!("{what}: {} bucket={bucket} endpoint={endpoint}", error_chain(&err));
                 let permanent = d.is_user() || d.as_other() == Some(aws_smithy_types::retry::ErrorKind::ClientError);
                 if permanent {
                     Error::Store { op, key: key_s, detail }
@@ -526,13 +526,15 @@ impl S3Store {
                 key: key_s,
                 detail: format!(
                     "could not build the request: {} bucket={bucket} endpoint={endpoint}",
-                    DisplayErrorContext(&err)
+                    error_chain(&err)
                 ),
             },
             SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
                 let raw = err.raw_response();
                 let status = raw.map(|r| r.status().as_u16());
-                let request_id = raw.and_then(|r| r.headers().get("x-amz-request-id")).unwrap_or("none");
+                let request_id = raw
+                    .and_then(|r| r.headers().get("x-amz-request-id").or_else(|| r.headers().get("x-amzn-requestid")))
+                    .unwrap_or("none");
                 let code = err.code();
                 // A response we could not parse: let the status decide, unknown means transient.
                 let class = if matches!(err, SdkError::ResponseError(_)) && code.is_none() {
@@ -555,18 +557,20 @@ impl S3Store {
                             Some("AccessDenied") => format!("access denied to bucket={bucket}"),
                             Some(_) => "S3 error".to_string(),
                             None if matches!(err, SdkError::ResponseError(_)) => {
-                                format!("unreadable response: {}", DisplayErrorContext(&err))
+                                format!("unreadable response: {}", error_chain(&err))
                             }
-                            None => "S3 error without code".to_string(),
+                            None => format!("S3 error without code: {}", error_chain(&err)),
                         };
                         let mut detail = summary;
                         if let Some(code) = code {
                             detail.push_str(&format!(" ({code}: {})", err.message().unwrap_or("no message")));
                         }
-                        detail.push_str(&format!(
-                            " status={} bucket={bucket} endpoint={endpoint} request_id={request_id}",
-                            status.map_or_else(|| "none".to_string(), |s| s.to_string())
-                        ));
+                        let status_s = status.map_or_else(|| "none".to_string(), |s| s.to_string());
+                        detail.push_str(&format!(" status={status_s}"));
+                        if !detail.starts_with("bucket=") && !detail.starts_with("access denied to bucket=") {
+                            detail.push_str(&format!(" bucket={bucket}"));
+                        }
+                        detail.push_str(&format!(" endpoint={endpoint} request_id={request_id}"));
                         if let Some(h) = code.and_then(hint) {
                             detail.push_str(" hint: ");
                             detail.push_str(h);
@@ -585,7 +589,7 @@ impl S3Store {
             _ => Error::Transient {
                 op,
                 key: key_s,
-                detail: format!("{} bucket={bucket} endpoint={endpoint}", DisplayErrorContext(&err)),
+                detail: format!("{} bucket={bucket} endpoint={endpoint}", error_chain(&err)),
             },
         }
     }
@@ -604,27 +608,54 @@ impl S3Store {
         }
     }
 
-    /// One GetObject, with the SDK's retries, then the body; failed body reads are retried here.
+    /// GetObject (whose request the SDK retries), then the body. A failed body read is retried here with
+    /// exponential backoff, up to `max_attempts` reads and while `operation_timeout`, counted from the
+    /// first request, has not run out.
     async fn get_object(&self, op: &'static str, key: &str, range: Option<&Range<u64>>) -> Result<Bytes> {
+        let deadline = tokio::time::Instant::now() + self.settings.operation_timeout;
         let max_attempts = self.settings.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            match self.get_object_once(op, key, range).await {
-                Err(e @ Error::Transient { .. }) if attempt < max_attempts => {
+            match self.get_object_once(op, key, range, deadline).await {
+                Outcome::Done(result) => return result,
+                Outcome::BodyFailed(e) => {
                     let backoff =
                         self.settings.initial_backoff.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_BODY_BACKOFF);
-                    tracing::debug!(op, key, attempt, error = %e, "retrying S3 read");
+                    if attempt >= max_attempts || tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(op, key, attempt, error = %e, "retrying S3 read after a body failure");
                     tokio::time::sleep(backoff).await;
                     attempt += 1;
                 }
-                other => return other,
             }
         }
     }
 
-    /// GetObject once. Transient errors of the request itself were already retried by the SDK, so only
-    /// body-read failures come back as `Transient` here unless the SDK gave up.
-    async fn get_object_once(&self, op: &'static str, key: &str, range: Option<&Range<u64>>) -> Result<Bytes> {
+    /// One GetObject and its body. Request failures are final (the SDK already retried them); body-read
+    /// failures are [`Outcome::BodyFailed`].
+    async fn get_object_once(
+        &self,
+        op: &'static str,
+        key: &str,
+        range: Option<&Range<u64>>,
+        deadline: tokio::time::Instant,
+    ) -> Outcome {
+        match self.get_object_inner(op, key, range, deadline).await {
+            Ok(Ok(data)) => Outcome::Done(Ok(data)),
+            Ok(Err(body_error)) => Outcome::BodyFailed(body_error),
+            Err(e) => Outcome::Done(Err(e)),
+        }
+    }
+
+    /// `Err` is final; `Ok(Err)` is a failed (retriable) body read.
+    async fn get_object_inner(
+        &self,
+        op: &'static str,
+        key: &str,
+        range: Option<&Range<u64>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<Bytes>> {
         let mut req = self.client.get_object().bucket(&self.settings.bucket).key(key);
         if let Some(r) = range {
             req = req.range(range_header(r));
@@ -639,7 +670,7 @@ impl S3Store {
                         // Bytes 0.. of an empty object are an empty read in the trait; S3 says 416.
                         let size = self.head(key).await?.size;
                         if satisfiable(r, size) {
-                            Ok(Bytes::new())
+                            Ok(Ok(Bytes::new()))
                         } else {
                             Err(self.unsatisfiable(key, r, Some(size)))
                         }
@@ -682,22 +713,22 @@ impl S3Store {
             _ => None,
         };
         let read = read_body(out.body, skip, take, expected);
-        let data = match tokio::time::timeout(self.settings.operation_timeout, read).await {
+        let data = match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(data)) => data,
             Ok(Err(e)) => {
-                return Err(Error::Transient {
+                return Ok(Err(Error::Transient {
                     op,
                     key: key.to_string(),
                     detail: format!(
                         "reading the response body failed: {} bucket={} endpoint={}",
-                        DisplayErrorContext(&e),
+                        error_chain(&e),
                         self.settings.bucket,
                         self.endpoint
                     ),
-                })
+                }))
             }
             Err(_) => {
-                return Err(Error::Transient {
+                return Ok(Err(Error::Transient {
                     op,
                     key: key.to_string(),
                     detail: format!(
@@ -705,20 +736,28 @@ impl S3Store {
                         self.settings.operation_timeout.as_millis(),
                         self.settings.bucket
                     ),
-                })
+                }))
             }
         };
         if let Some(n) = expected {
             if data.len() as u64 != n {
-                return Err(Error::Transient {
+                return Ok(Err(Error::Transient {
                     op,
                     key: key.to_string(),
                     detail: format!("truncated response body: got={} expected={n} bytes", data.len()),
-                });
+                }));
             }
         }
-        Ok(data)
+        Ok(Ok(data))
     }
+}
+
+/// The result of one GetObject attempt.
+enum Outcome {
+    /// Success, or a failure not worth another read.
+    Done(Result<Bytes>),
+    /// The response arrived but reading its body failed.
+    BodyFailed(Error),
 }
 
 /// Reads `body`, dropping the first `skip` bytes and keeping at most `take`; stops reading (and drops the
@@ -749,6 +788,43 @@ async fn read_body(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Whether a CompleteMultipartUpload "failure" is a success whose XML root is `CompleteMultipartUploadResponse`
+/// instead of `CompleteMultipartUploadResult` (moto 5.x does this; the SDK refuses to parse it). Only a
+/// 200 response without an error code whose body starts with that root qualifies: S3's 200-with-`<Error>`
+/// responses have a code and stay errors.
+fn is_misnamed_complete_result<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    let SdkError::ServiceError(service) = err else { return false };
+    let raw = service.raw();
+    if raw.status().as_u16() != 200 || err.code().is_some() {
+        return false;
+    }
+    let Some(body) = raw.body().bytes() else { return false };
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    let root = text
+        .trim_start()
+        .strip_prefix("<?xml")
+        .map_or(text.trim_start(), |rest| rest.split_once("?>").map_or("", |(_, after)| after.trim_start()));
+    root.starts_with("<CompleteMultipartUploadResponse") && !text.contains("<Error>")
+}
+
+/// `err` and its sources as one line, `outer: inner: …`, leaving out a source whose text the previous
+/// one already contains (wrappers often repeat their cause).
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut last = out.clone();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        cur = e.source();
+    }
+    out
 }
 
 /// The first error of type `T` in the source chain of `err` (including `err` itself).
@@ -959,11 +1035,17 @@ impl ObjectStore for S3Store {
         if opts.if_none_match {
             req = req.if_none_match("*");
         }
-        req.send().await.map_err(|e| match self.map_err("complete_multipart", key, e) {
-            Error::NotFound { key } => Error::NotFound { key: format!("{key} upload_id={upload_id}") },
-            other => other,
-        })?;
-        Ok(())
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_misnamed_complete_result(&e) => {
+                tracing::debug!(key, upload_id, "server answered CompleteMultipartUploadResponse; treated as success");
+                Ok(())
+            }
+            Err(e) => Err(match self.map_err("complete_multipart", key, e) {
+                Error::NotFound { key } => Error::NotFound { key: format!("{key} upload_id={upload_id}") },
+                other => other,
+            }),
+        }
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
@@ -1100,6 +1182,158 @@ mod tests {
         #[allow(clippy::reversed_empty_ranges)]
         let e = store.get_range("k", 10..5).await.unwrap_err();
         assert!(matches!(e, Error::Store { op: "get_range", .. }), "{e}");
+    }
+
+    mod mapping {
+        use super::*;
+        use aws_sdk_s3::error::ErrorMetadata;
+        use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError;
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+
+        fn response(status: u16, body: &'static str) -> HttpResponse {
+            let mut r = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
+            r.headers_mut().insert("x-amz-request-id", "REQ123");
+            r
+        }
+
+        fn service(status: u16, code: Option<&str>, message: &str) -> SdkError<GetObjectError, HttpResponse> {
+            let mut meta = ErrorMetadata::builder().message(message);
+            if let Some(code) = code {
+                meta = meta.code(code);
+            }
+            SdkError::service_error(GetObjectError::generic(meta.build()), response(status, ""))
+        }
+
+        async fn store() -> S3Store {
+            S3Store::new(settings()).await.unwrap()
+        }
+
+        #[tokio::test]
+        async fn service_errors() {
+            let s = store().await;
+            let e = s.map_err("get", "a/b", service(404, Some("NoSuchKey"), "The specified key does not exist."));
+            assert!(matches!(&e, Error::NotFound { key } if key == "a/b"), "{e}");
+            let e = s.map_err("put", "a/b", service(412, Some("PreconditionFailed"), "At least one..."));
+            assert!(matches!(&e, Error::AlreadyExists { key } if key == "a/b"), "{e}");
+            let e = s.map_err("put", "a/b", service(409, Some("ConditionalRequestConflict"), "conflict"));
+            assert!(matches!(e, Error::Transient { op: "put", .. }), "{e}");
+            let e = s.map_err("get", "a/b", service(503, Some("SlowDown"), "Please reduce your request rate."));
+            assert!(matches!(e, Error::Transient { .. }), "{e}");
+            let e = s.map_err("head", "a/b", service(404, None, ""));
+            assert!(e.is_not_found(), "{e}");
+
+            let e = s.map_err("get", "a/b", service(403, Some("AccessDenied"), "Access Denied"));
+            let msg = e.to_string();
+            assert!(matches!(e, Error::Store { .. }), "{msg}");
+            for part in [
+                "op=get",
+                "key=a/b",
+                "AccessDenied: Access Denied",
+                "status=403",
+                "bucket=bucket",
+                "endpoint=http://127.0.0.1:1",
+                "request_id=REQ123",
+            ] {
+                assert!(msg.contains(part), "missing {part:?} in {msg}");
+            }
+            let msg = s
+                .map_err("get", "k", service(404, Some("NoSuchBucket"), "The specified bucket does not exist"))
+                .to_string();
+            assert!(
+                msg.contains("bucket=bucket does not exist (NoSuchBucket: The specified bucket does not exist)"),
+                "{msg}"
+            );
+            assert_eq!(msg.matches("bucket=bucket").count(), 1, "{msg}");
+            let msg = s.map_err("get", "k", service(403, Some("InvalidAccessKeyId"), "unknown key")).to_string();
+            assert!(msg.contains("credentials rejected") && msg.contains("rsm.config.s3.access.key.id"), "{msg}");
+            let msg = s.map_err("head", "k", service(403, None, "")).to_string();
+            assert!(msg.contains("status=403") && msg.contains("hint: access denied"), "{msg}");
+            let e = s.map_err("get", "k", service(416, Some("InvalidRange"), "The requested range is not satisfiable"));
+            assert!(matches!(e, Error::Store { .. }), "{e}");
+        }
+
+        #[tokio::test]
+        async fn transport_errors() {
+            let s = store().await;
+            let e = s.map_err::<GetObjectError>("get", "k", SdkError::timeout_error("attempt timeout"));
+            assert!(matches!(e, Error::Transient { op: "get", .. }), "{e}");
+            assert!(e.to_string().contains("timed out"), "{e}");
+            let io =
+                ConnectorError::io(Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused")));
+            let e = s.map_err::<GetObjectError>("put", "k", SdkError::dispatch_failure(io));
+            assert!(matches!(e, Error::Transient { .. }), "{e}");
+            assert!(e.to_string().contains("refused") && e.to_string().contains("endpoint=http://127.0.0.1:1"), "{e}");
+            let timeout = ConnectorError::timeout("connect timeout".into());
+            let e = s.map_err::<GetObjectError>("put", "k", SdkError::dispatch_failure(timeout));
+            assert!(matches!(e, Error::Transient { .. }), "{e}");
+            let user = ConnectorError::user("bad uri".into());
+            let e = s.map_err::<GetObjectError>("put", "k", SdkError::dispatch_failure(user));
+            assert!(matches!(e, Error::Store { .. }), "{e}");
+            let e = s.map_err::<GetObjectError>("put", "k", SdkError::construction_failure("missing field"));
+            assert!(matches!(e, Error::Store { .. }), "{e}");
+            let e =
+                s.map_err::<GetObjectError>("get", "k", SdkError::response_error("truncated xml", response(200, "<x")));
+            assert!(matches!(e, Error::Transient { .. }), "{e}");
+        }
+
+        #[tokio::test]
+        async fn credential_errors() {
+            let s = store().await;
+            let not_loaded = CredentialsError::not_loaded("no credentials in the environment");
+            let err = SdkError::<GetObjectError, HttpResponse>::dispatch_failure(ConnectorError::other(
+                Box::new(not_loaded),
+                None,
+            ));
+            let e = s.map_err("get", "k", err);
+            assert!(matches!(e, Error::Store { .. }), "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("no usable credentials") && msg.contains("no credentials in the environment"),
+                "{msg}"
+            );
+            let timed_out = CredentialsError::provider_timed_out(Duration::from_secs(5));
+            let err = SdkError::<GetObjectError, HttpResponse>::dispatch_failure(ConnectorError::other(
+                Box::new(timed_out),
+                None,
+            ));
+            assert!(matches!(s.map_err("get", "k", err), Error::Transient { .. }));
+        }
+
+        #[test]
+        fn misnamed_complete_result_is_success_but_error_documents_are_not() {
+            let err = |status: u16, code: Option<&str>, body: &'static str| {
+                let mut meta = ErrorMetadata::builder();
+                if let Some(code) = code {
+                    meta = meta.code(code);
+                }
+                SdkError::<CompleteMultipartUploadError, HttpResponse>::service_error(
+                    CompleteMultipartUploadError::generic(meta.build()),
+                    response(status, body),
+                )
+            };
+            let moto = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<CompleteMultipartUploadResponse xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Key>k</Key></CompleteMultipartUploadResponse>";
+            assert!(is_misnamed_complete_result(&err(200, None, moto)));
+            assert!(!is_misnamed_complete_result(&err(
+                200,
+                Some("InternalError"),
+                "<Error><Code>InternalError</Code></Error>"
+            )));
+            assert!(!is_misnamed_complete_result(&err(200, None, "<Error><Code>InternalError</Code></Error>")));
+            assert!(!is_misnamed_complete_result(&err(500, None, moto)));
+            assert!(!is_misnamed_complete_result(&err(200, None, "")));
+        }
+
+        #[test]
+        fn error_chain_skips_repeats() {
+            let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+            let outer = ConnectorError::io(Box::new(inner));
+            let text = error_chain(&outer);
+            assert!(text.contains("connection refused"), "{text}");
+            assert_eq!(text.matches("connection refused").count(), 1, "{text}");
+        }
     }
 
     #[tokio::test]
