@@ -1,1 +1,235 @@
-fn main(){}
+//! `fasttier` — inspect and verify what the plugin stored, using the broker's own configuration.
+//!
+//! Every command reads the `rsm.config.*` properties from a broker properties file (`--broker-config`),
+//! so the tool sees exactly the bucket and prefix the broker uses. Exit status: 0 fine, 1 a problem was
+//! found (e.g. a corrupt object), 2 bad usage or configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use fasttier_core::config::{Config, PREFIX};
+use fasttier_core::engine::open_store;
+use fasttier_core::error::{Error, Result};
+use fasttier_core::format::keys::{parse_segment_file_name, segments_root};
+use fasttier_core::format::manifest::SegmentManifest;
+use fasttier_core::format::{chunk_crcs, crc32c};
+use fasttier_core::store::ObjectStore;
+
+#[derive(Parser)]
+#[command(name = "fasttier", version, about = "Inspect and verify fasttier's objects in the bucket")]
+struct Cli {
+    /// Broker properties file holding the plugin's rsm.config.* settings.
+    #[arg(long, short = 'c', global = true)]
+    broker_config: Option<PathBuf>,
+    /// Extra or overriding plugin settings, KEY=VALUE without the rsm.config. prefix (repeatable).
+    #[arg(long = "set", global = true)]
+    set: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validates the plugin configuration and checks the bucket is reachable.
+    Check,
+    /// Lists copied segments (complete ones with their offsets; incomplete copies are flagged).
+    Segments {
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Print one JSON object per segment instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Downloads every segment (filtered) and checks every chunk and index against its CRC-32C.
+    Verify {
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+}
+
+fn load_properties(path: &PathBuf) -> std::result::Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once(['=', ':']) else { continue };
+        if let Some(k) = k.trim().strip_prefix(PREFIX) {
+            map.insert(k.to_string(), v.trim().to_string());
+        }
+    }
+    Ok(map)
+}
+
+/// One segment directory entry found by listing.
+#[derive(Default)]
+struct Found {
+    suffixes: BTreeSet<String>,
+    manifest_key: String,
+}
+
+async fn find_segments(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    topic: Option<&str>,
+    partition: Option<i32>,
+) -> Result<BTreeMap<(String, i32, i64, String), Found>> {
+    let root = segments_root(prefix);
+    let list_prefix = match topic {
+        Some(t) => format!("{root}{t}-"),
+        None => root.clone(),
+    };
+    let mut found: BTreeMap<(String, i32, i64, String), Found> = BTreeMap::new();
+    for obj in store.list(&list_prefix).await? {
+        let rest = &obj.key[root.len()..];
+        let mut parts = rest.splitn(3, '/');
+        let (Some(dir), Some(p), Some(name)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let Ok(p) = p.parse::<i32>() else { continue };
+        if partition.is_some_and(|want| want != p) {
+            continue;
+        }
+        // dir is <topic>-<topicId>; topic ids are 22 base64url chars.
+        if let Some(t) = topic {
+            if dir.len() != t.len() + 23 {
+                continue;
+            }
+        }
+        let Some((offset, segment_id, suffix)) = parse_segment_file_name(name) else { continue };
+        let entry = found.entry((dir.to_string(), p, offset, segment_id.to_string())).or_default();
+        entry.suffixes.insert(suffix.to_string());
+        if suffix == "manifest" {
+            entry.manifest_key = obj.key.clone();
+        }
+    }
+    Ok(found)
+}
+
+async fn run(cli: Cli) -> std::result::Result<bool, Error> {
+    let mut map = match &cli.broker_config {
+        Some(p) => load_properties(p).map_err(|e| Error::config("--broker-config", e))?,
+        None => BTreeMap::new(),
+    };
+    for kv in &cli.set {
+        let (k, v) =
+            kv.split_once('=').ok_or_else(|| Error::config("--set", format!("value={kv:?} is not KEY=VALUE")))?;
+        map.insert(k.trim_start_matches(PREFIX).to_string(), v.to_string());
+    }
+    let config = Config::from_map(&map)?;
+    let store = open_store(&config).await?;
+    match cli.command {
+        Command::Check => {
+            println!("configuration valid; bucket={} reachable (prefix={:?})", config.s3.bucket, config.prefix);
+            Ok(true)
+        }
+        Command::Segments { topic, partition, json } => {
+            let found = find_segments(&store, &config.prefix, topic.as_deref(), partition).await?;
+            if !json {
+                println!(
+                    "{:<40} {:>5} {:>20} {:>20} {:>12}  segment-id / state",
+                    "topic-dir", "part", "start", "end", "bytes"
+                );
+            }
+            for ((dir, p, start, id), f) in &found {
+                if !f.suffixes.contains("manifest") {
+                    let state = format!("INCOMPLETE (has {:?})", f.suffixes);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"dir": dir, "partition": p, "start_offset": start, "segment_id": id, "state": state})
+                        );
+                    } else {
+                        println!("{dir:<40} {p:>5} {start:>20} {:>20} {:>12}  {id} {state}", "-", "-");
+                    }
+                    continue;
+                }
+                let raw = store.get(&f.manifest_key).await?;
+                let m = SegmentManifest::decode(&f.manifest_key, &raw)?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"dir": dir, "partition": p, "start_offset": start, "end_offset": m.end_offset,
+                        "segment_id": id, "bytes": m.log.size, "max_timestamp_ms": m.max_timestamp_ms, "leader_epochs": m.leader_epochs, "state": "COMPLETE"})
+                    );
+                } else {
+                    println!("{dir:<40} {p:>5} {start:>20} {:>20} {:>12}  {id}", m.end_offset, m.log.size);
+                }
+            }
+            Ok(true)
+        }
+        Command::Verify { topic, partition } => {
+            let found = find_segments(&store, &config.prefix, topic.as_deref(), partition).await?;
+            let (mut ok, mut bad) = (0usize, 0usize);
+            for f in found.values().filter(|f| f.suffixes.contains("manifest")) {
+                match verify_one(&store, &f.manifest_key).await {
+                    Ok(bytes) => {
+                        ok += 1;
+                        println!("ok       {} ({bytes} bytes)", f.manifest_key);
+                    }
+                    Err(e) => {
+                        bad += 1;
+                        println!("CORRUPT  {e}");
+                    }
+                }
+            }
+            println!("{ok} segments verified, {bad} corrupt");
+            Ok(bad == 0)
+        }
+    }
+}
+
+async fn verify_one(store: &Arc<dyn ObjectStore>, manifest_key: &str) -> Result<u64> {
+    let m = SegmentManifest::decode(manifest_key, &store.get(manifest_key).await?)?;
+    let log = store.get(&m.log.key).await?;
+    if log.len() as u64 != m.log.size {
+        return Err(Error::corrupt(&m.log.key, format!("size expected={} actual={}", m.log.size, log.len())));
+    }
+    for (i, (actual, expected)) in
+        chunk_crcs(&log, m.log.chunk_bytes as usize).iter().zip(&m.log.chunk_crc32c).enumerate()
+    {
+        if actual != expected {
+            return Err(Error::corrupt(
+                &m.log.key,
+                format!("chunk={i} crc32c expected={expected:08x} actual={actual:08x}"),
+            ));
+        }
+    }
+    let idx = store.get(&m.indexes.key).await?;
+    for e in &m.indexes.entries {
+        let end = (e.position + e.length) as usize;
+        let actual = idx.get(e.position as usize..end).map(crc32c);
+        if actual != Some(e.crc32c) {
+            return Err(Error::corrupt(&m.indexes.key, format!("index={:?} crc32c mismatch", e.kind)));
+        }
+    }
+    Ok(m.log.size)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fasttier: cannot start runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("fasttier: {e}");
+            ExitCode::from(if matches!(e, Error::Config { .. }) { 2 } else { 1 })
+        }
+    }
+}

@@ -11,5 +11,13 @@
 //! * [`runtime`] — the shared, bounded tokio runtime;
 //! * [`metrics`] — counters exported to the broker's metrics.
 
+pub mod config;
+pub mod engine;
 pub mod error;
+pub mod format;
+pub mod metrics;
+pub mod read;
+pub mod runtime;
+pub mod slow;
 pub mod store;
+pub mod upload;
