@@ -15,7 +15,15 @@
 //!   server sent what it announced; a failed body read is retried (the SDK retries only up to the response
 //!   headers).
 //! * **Ranges** follow the trait contract exactly, including empty ranges and empty objects (which S3
-//!   itself cannot express with a `Range` header).
+//!   itself cannot express with a `Range` header), ends past 2^63 (sent as an open `bytes=a-`: MinIO
+//!   ignores a Range it cannot parse and sends the whole object, which is also handled), and servers that
+//!   ignore `Range` (the unwanted bytes are skipped while streaming, never buffered).
+//!
+//! Known limits: HEAD responses carry no error code, so `head` of a key in a missing bucket is `NotFound`
+//! ([`S3Store::check_bucket`] at start-up is what reports the bucket). The SDK retries a timed-out
+//! `CompleteMultipartUpload` or conditional `PutObject`; if the first attempt had in fact succeeded, the
+//! retry reports `NotFound` (the upload is gone) or `AlreadyExists` (the object is there, written by this
+//! very call). Callers that need certainty check the object (size, stored CRC) after such an error.
 
 use std::error::Error as StdError;
 use std::fmt;
