@@ -64,12 +64,7 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        self.objects
-            .lock()
-            .unwrap()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| Error::NotFound { key: key.to_string() })
+        self.objects.lock().unwrap().get(key).cloned().ok_or_else(|| Error::NotFound { key: key.to_string() })
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -101,30 +96,47 @@ impl ObjectStore for MemoryStore {
 
     async fn put_part(&self, key: &str, upload_id: &str, part_number: i32, body: Bytes) -> Result<CompletedPart> {
         let mut uploads = self.uploads.lock().unwrap();
-        let (k, parts) = uploads.get_mut(upload_id).ok_or_else(|| Error::NotFound {
-            key: format!("{key} upload_id={upload_id}"),
-        })?;
+        let (k, parts) = uploads
+            .get_mut(upload_id)
+            .ok_or_else(|| Error::NotFound { key: format!("{key} upload_id={upload_id}") })?;
         if k != key {
-            return Err(Error::Store { op: "put_part", key: key.to_string(), detail: format!("upload_id={upload_id} belongs to key={k}") });
+            return Err(Error::Store {
+                op: "put_part",
+                key: key.to_string(),
+                detail: format!("upload_id={upload_id} belongs to key={k}"),
+            });
         }
         let etag = format!("\"{:08x}\"", crc32c::crc32c(&body));
         parts.insert(part_number, body);
         Ok(CompletedPart { part_number, etag })
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<CompletedPart>, opts: PutOptions) -> Result<()> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+        opts: PutOptions,
+    ) -> Result<()> {
         let mut uploads = self.uploads.lock().unwrap();
-        let (k, stored) = uploads.get(upload_id).ok_or_else(|| Error::NotFound {
-            key: format!("{key} upload_id={upload_id}"),
-        })?;
+        let (k, stored) =
+            uploads.get(upload_id).ok_or_else(|| Error::NotFound { key: format!("{key} upload_id={upload_id}") })?;
         if k != key {
-            return Err(Error::Store { op: "complete_multipart", key: key.to_string(), detail: format!("upload_id={upload_id} belongs to key={k}") });
+            return Err(Error::Store {
+                op: "complete_multipart",
+                key: key.to_string(),
+                detail: format!("upload_id={upload_id} belongs to key={k}"),
+            });
         }
         let mut body = BytesMut::new();
         let mut last = 0;
         for p in &parts {
             if p.part_number <= last {
-                return Err(Error::Store { op: "complete_multipart", key: key.to_string(), detail: "parts not in ascending order".into() });
+                return Err(Error::Store {
+                    op: "complete_multipart",
+                    key: key.to_string(),
+                    detail: "parts not in ascending order".into(),
+                });
             }
             last = p.part_number;
             let data = stored.get(&p.part_number).ok_or_else(|| Error::Store {

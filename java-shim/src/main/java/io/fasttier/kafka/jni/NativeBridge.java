@@ -1,0 +1,96 @@
+package io.fasttier.kafka.jni;
+
+/**
+ * The whole JNI surface of the native library {@code libfasttier_jni.so}. Every method is implemented in
+ * {@code native/jni} (Rust). Handles are opaque {@code long}s owned by the native side.
+ *
+ * <p>Errors: native code throws one of {@link NativeNotFoundException}, {@link NativeRetriableException},
+ * {@link NativeFatalException} (all {@link NativeException}) or, from {@link #open}, {@link NativeConfigException}.
+ * Messages carry {@code key=value} context such as the object key. A Rust panic never crosses this
+ * boundary: it arrives as {@link NativeFatalException}.
+ *
+ * <p>Segment coordinates passed to the native side: topic name, topic id and segment id as Kafka's
+ * {@code Uuid.toString()} (base64url), partition number and the segment's start offset.
+ */
+public final class NativeBridge {
+    private NativeBridge() {}
+
+    /** Index types, numbered as in {@code RemoteStorageManager.IndexType} declaration order. */
+    public static final int INDEX_OFFSET = 0;
+    public static final int INDEX_TIMESTAMP = 1;
+    public static final int INDEX_PRODUCER_SNAPSHOT = 2;
+    public static final int INDEX_TRANSACTION = 3;
+    public static final int INDEX_LEADER_EPOCH = 4;
+
+    /** Library version string, e.g. "fasttier 0.1.0 (format v1)". */
+    public static native String version();
+
+    /**
+     * Validates the configuration (keys without the {@code rsm.config.} prefix) and opens an engine: S3 client,
+     * shared runtime, caches. Checks that the bucket is reachable. Throws {@link NativeConfigException} naming
+     * the offending key, or {@link NativeRetriableException}/{@link NativeFatalException} if the store check fails.
+     */
+    public static native long open(String[] keys, String[] values);
+
+    /** Releases everything the engine holds; cancels in-flight operations; idempotent per handle. */
+    public static native void close(long engine);
+
+    /**
+     * Starts copying one rolled segment and its indexes; returns an operation handle that must be finished
+     * with {@link #opAwait} (until it returns true or throws) or {@link #opCancel}.
+     * {@code txnIndexPath} may be null. {@code epochs}/{@code epochStartOffsets} are the segment's leader
+     * epochs (parallel arrays).
+     */
+    public static native long copyStart(long engine, String topic, String topicId, int partition, String segmentId,
+                                        long startOffset, long endOffset, long maxTimestampMs, int brokerId,
+                                        int segmentSizeInBytes, int[] epochs, long[] epochStartOffsets,
+                                        String logPath, String offsetIndexPath, String timeIndexPath,
+                                        String txnIndexPath, String producerSnapshotPath,
+                                        byte[] leaderEpochCheckpoint);
+
+    /**
+     * Waits up to {@code timeoutMs} for the operation. Returns false if it is still running, true if it
+     * finished successfully (the handle is then freed); throws the operation's error (handle freed).
+     */
+    public static native boolean opAwait(long op, int timeoutMs);
+
+    /** Cancels the operation, waits for its clean-up (partial uploads aborted/deleted) and frees the handle. */
+    public static native void opCancel(long op);
+
+    /**
+     * Opens a lazy, verified stream over the segment bytes from {@code startPosition} (inclusive) to
+     * {@code endPositionInclusive}, or to the end of the segment when that is -1.
+     */
+    public static native long streamOpen(long engine, String topic, String topicId, int partition, String segmentId,
+                                         long startOffset, int startPosition, int endPositionInclusive);
+
+    /** Reads up to {@code len} bytes into {@code buf[off..]}; returns the count, or -1 at end of stream. */
+    public static native int streamRead(long stream, byte[] buf, int off, int len);
+
+    /** Bytes available without blocking (already fetched and verified). */
+    public static native int streamAvailable(long stream);
+
+    /** Releases the stream; idempotent per handle. */
+    public static native void streamClose(long stream);
+
+    /** Returns one index of the segment (verified); not-found if the segment has no such index. */
+    public static native byte[] fetchIndex(long engine, String topic, String topicId, int partition, String segmentId,
+                                           long startOffset, int indexType);
+
+    /** Deletes every object of the segment; succeeds if they are already gone. */
+    public static native void deleteSegment(long engine, String topic, String topicId, int partition, String segmentId,
+                                            long startOffset);
+
+    /** Metric descriptors, one per metric, as "name|gauge-or-counter|description", in {@link #metrics} order. */
+    public static native String[] metricDescriptors();
+
+    /** Current metric values, in {@link #metricDescriptors} order. */
+    public static native long[] metrics(long engine);
+
+    /**
+     * Takes up to {@code max} buffered native log records, each "LEVEL|target|message" with LEVEL one of
+     * ERROR, WARN, INFO, DEBUG, TRACE. The native buffer is bounded; records dropped when it is full are
+     * counted and reported as one WARN record.
+     */
+    public static native String[] drainLogs(int max);
+}

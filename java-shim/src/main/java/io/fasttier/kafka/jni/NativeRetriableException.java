@@ -1,0 +1,10 @@
+package io.fasttier.kafka.jni;
+
+/** Thrown by native code; see {@link NativeBridge} for the error classes. */
+public class NativeRetriableException extends NativeException {
+    private static final long serialVersionUID = 1L;
+
+    public NativeRetriableException(String message) {
+        super(message);
+    }
+}
