@@ -435,14 +435,42 @@ public class FastTierRemoteStorageManagerTest {
         }, "test-copier");
         copier.start();
         assertTrue(started.await(10, TimeUnit.SECONDS));
-        Thread.sleep(30);
-        copier.interrupt();
-        copier.join(60_000);
+        // Keep interrupting (as a cancelled task's thread stays interrupted) until the copy returns.
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (copier.isAlive() && System.nanoTime() < deadline) {
+            copier.interrupt();
+            copier.join(1);
+        }
         assertFalse("copy did not return after interrupt", copier.isAlive());
         Assume.assumeTrue("copy finished before the interrupt landed", outcome.get() != null);
         assertTrue(String.valueOf(outcome.get()), outcome.get() instanceof RemoteStorageException);
         assertTrue(outcome.get().getMessage(), outcome.get().getMessage().startsWith("fasttier: copy interrupted"));
         assertEquals(Boolean.TRUE, flagAfter.get());
+    }
+
+    @Test
+    public void closeCancelsARunningCopy() throws Exception {
+        FastTierRemoteStorageManager rsm = openMemory();
+        TestSegments big = TestSegments.write(tmp.newFolder("big-close").toPath(), 0, 96, 1, 1 << 20, false);
+        RemoteLogSegmentMetadata md = big.metadata(tip, BROKER_ID);
+        AtomicReference<Throwable> outcome = new AtomicReference<>();
+        CountDownLatch started = new CountDownLatch(1);
+        Thread copier = new Thread(() -> {
+            started.countDown();
+            try {
+                rsm.copyLogSegmentData(md, big.data());
+            } catch (Throwable t) {
+                outcome.set(t);
+            }
+        }, "test-copier-close");
+        copier.start();
+        assertTrue(started.await(10, TimeUnit.SECONDS));
+        rsm.close();
+        copier.join(60_000);
+        assertFalse("copy did not return after close", copier.isAlive());
+        Assume.assumeTrue("copy finished before close", outcome.get() != null);
+        assertTrue(String.valueOf(outcome.get()), outcome.get() instanceof RemoteStorageException);
+        assertTrue(outcome.get().getMessage(), outcome.get().getMessage().startsWith("fasttier: closed"));
     }
 
     // ---------------------------------------------------------------- close

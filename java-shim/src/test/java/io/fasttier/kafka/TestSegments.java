@@ -3,11 +3,6 @@ package io.fasttier.kafka;
 import org.apache.kafka.common.TopicIdPartition;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.Uuid;
-import org.apache.kafka.common.compress.Compression;
-import org.apache.kafka.common.record.MemoryRecords;
-import org.apache.kafka.common.record.MemoryRecordsBuilder;
-import org.apache.kafka.common.record.RecordBatch;
-import org.apache.kafka.common.record.TimestampType;
 import org.apache.kafka.server.log.remote.storage.LogSegmentData;
 import org.apache.kafka.server.log.remote.storage.RemoteLogSegmentId;
 import org.apache.kafka.server.log.remote.storage.RemoteLogSegmentMetadata;
@@ -23,8 +18,13 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Random;
+import java.util.zip.CRC32C;
 
-/** Builds realistic partition-directory files for one rolled segment (test classpath: Kafka 4.1.2). */
+/**
+ * Builds realistic partition-directory files for one rolled segment. Record batches are encoded here (v2 format,
+ * CRC-32C) rather than with Kafka's record classes, which moved to an internal package in Kafka 4.3: the same
+ * tests run against Kafka 4.1 and 4.4 jars.
+ */
 final class TestSegments {
     static final long BASE_TIMESTAMP = 1_700_000_000_000L;
 
@@ -87,23 +87,18 @@ final class TestSegments {
                 if (epoch == 1 && secondEpochStart < 0) {
                     secondEpochStart = offset;
                 }
-                ByteBuffer buf = ByteBuffer.allocate(recordsPerBatch * (valueBytes + 64) + 128);
-                MemoryRecordsBuilder builder = MemoryRecords.builder(buf, RecordBatch.CURRENT_MAGIC_VALUE,
-                        Compression.NONE, TimestampType.CREATE_TIME, offset, RecordBatch.NO_TIMESTAMP,
-                        RecordBatch.NO_PRODUCER_ID, RecordBatch.NO_PRODUCER_EPOCH, RecordBatch.NO_SEQUENCE, false,
-                        epoch);
+                byte[][] keys = new byte[recordsPerBatch][];
+                byte[][] values = new byte[recordsPerBatch][];
+                long[] timestamps = new long[recordsPerBatch];
                 long batchMaxTs = -1;
                 for (int r = 0; r < recordsPerBatch; r++) {
-                    byte[] value = new byte[valueBytes];
-                    random.nextBytes(value);
-                    long ts = BASE_TIMESTAMP + offset + r;
-                    builder.append(ts, ("k" + (offset + r)).getBytes(StandardCharsets.UTF_8), value);
-                    batchMaxTs = Math.max(batchMaxTs, ts);
+                    values[r] = new byte[valueBytes];
+                    random.nextBytes(values[r]);
+                    keys[r] = ("k" + (offset + r)).getBytes(StandardCharsets.UTF_8);
+                    timestamps[r] = BASE_TIMESTAMP + offset + r;
+                    batchMaxTs = Math.max(batchMaxTs, timestamps[r]);
                 }
-                MemoryRecords records = builder.build();
-                ByteBuffer bytes = records.buffer();
-                byte[] arr = new byte[bytes.remaining()];
-                bytes.get(arr);
+                byte[] arr = encodeBatch(offset, epoch, timestamps, keys, values);
                 out.write(arr);
                 offsetEntries.putInt((int) (offset - startOffset)).putInt(position);
                 timeEntries.putLong(batchMaxTs).putInt((int) (offset + recordsPerBatch - 1 - startOffset));
@@ -137,6 +132,63 @@ final class TestSegments {
         return new TestSegments(dir, log, offsetIndex, timeIndex, txnIndex, snapshot,
                 checkpoint.toString().getBytes(StandardCharsets.UTF_8), startOffset, offset - 1, maxTimestamp,
                 position, epochs);
+    }
+
+    /** One uncompressed, non-transactional v2 record batch. */
+    static byte[] encodeBatch(long baseOffset, int leaderEpoch, long[] timestamps, byte[][] keys, byte[][] values) {
+        int n = timestamps.length;
+        long firstTs = timestamps[0];
+        long maxTs = Long.MIN_VALUE;
+        java.io.ByteArrayOutputStream records = new java.io.ByteArrayOutputStream();
+        for (int i = 0; i < n; i++) {
+            maxTs = Math.max(maxTs, timestamps[i]);
+            java.io.ByteArrayOutputStream body = new java.io.ByteArrayOutputStream();
+            body.write(0); // record attributes
+            writeVarlong(body, timestamps[i] - firstTs);
+            writeVarlong(body, i); // offset delta
+            writeVarlong(body, keys[i] == null ? -1 : keys[i].length);
+            if (keys[i] != null) {
+                body.write(keys[i], 0, keys[i].length);
+            }
+            writeVarlong(body, values[i] == null ? -1 : values[i].length);
+            if (values[i] != null) {
+                body.write(values[i], 0, values[i].length);
+            }
+            writeVarlong(body, 0); // headers
+            writeVarlong(records, body.size());
+            byte[] b = body.toByteArray();
+            records.write(b, 0, b.length);
+        }
+        byte[] recs = records.toByteArray();
+        ByteBuffer buf = ByteBuffer.allocate(61 + recs.length).order(ByteOrder.BIG_ENDIAN);
+        buf.putLong(baseOffset);
+        buf.putInt(61 + recs.length - 12); // length: bytes after this field
+        buf.putInt(leaderEpoch);
+        buf.put((byte) 2); // magic
+        buf.putInt(0); // crc, filled below
+        buf.putShort((short) 0); // attributes: no compression, create time, not transactional
+        buf.putInt(n - 1); // last offset delta
+        buf.putLong(firstTs);
+        buf.putLong(maxTs);
+        buf.putLong(-1L); // producer id
+        buf.putShort((short) -1); // producer epoch
+        buf.putInt(-1); // base sequence
+        buf.putInt(n);
+        buf.put(recs);
+        byte[] out = buf.array();
+        CRC32C crc = new CRC32C();
+        crc.update(out, 21, out.length - 21);
+        ByteBuffer.wrap(out).putInt(17, (int) crc.getValue());
+        return out;
+    }
+
+    private static void writeVarlong(java.io.ByteArrayOutputStream out, long value) {
+        long v = (value << 1) ^ (value >> 63); // zig-zag
+        while ((v & ~0x7FL) != 0) {
+            out.write((int) ((v & 0x7F) | 0x80));
+            v >>>= 7;
+        }
+        out.write((int) v);
     }
 
     static TopicIdPartition newPartition(String topic, int partition) {
