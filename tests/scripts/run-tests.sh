@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test suite of fasttier, after `make setup build` (the Makefile's `test` target does both):
+#   1. Rust: unit tests, the object-store conformance suite on memory/fault-injecting stores and on a real
+#      MinIO (tests/scripts/with_s3.py), JNI bridge tests;
+#   2. Java: the shim's JUnit tests against the real native library (Gradle);
+#   3. end to end: the harness self-test and the real-broker scenarios (pytest, tests/selftest + tests/e2e).
+# Every suite runs even if an earlier one failed; the last line sums them up:
+#   "fasttier: N passed, N failed, N skipped". Exit status is non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export FASTTIER_CACHE="${FASTTIER_CACHE:-$HOME/.cache/fasttier}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FASTTIER_CACHE/target}"
+logs=build/test-logs
+rm -rf "$logs" && mkdir -p "$logs"
+status=0
+step() { printf '\n===== %s (%s) =====\n' "$1" "$(date +%H:%M:%S)"; }
+
+step "rust: cargo test --release --workspace (with MinIO)"
+python3 tests/scripts/with_s3.py -- cargo test --release --workspace --no-fail-fast 2>&1 | tee "$logs/cargo.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+step "java: gradle test"
+rm -rf java-shim/build/test-results
+gradle --no-daemon -q test 2>&1 | tee "$logs/gradle.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+step "end to end: pytest tests/selftest tests/e2e"
+python3 -m pytest tests/selftest tests/e2e -q -rA --junitxml="$logs/pytest.xml" ${FASTTIER_PYTEST_ARGS:-} 2>&1 | tee "$logs/pytest.log"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+python3 tests/scripts/summarize.py "$logs/cargo.log" java-shim/build/test-results/test "$logs/pytest.xml" || status=1
+exit $status
