@@ -67,6 +67,8 @@ pub struct Config {
     pub max_blocking_threads: usize,
     /// `broker.id`, as given by Kafka (-1 if absent).
     pub broker_id: i32,
+    /// Keys outside fasttier's namespaces that were ignored (logged as a warning at start-up).
+    pub ignored_keys: Vec<String>,
 }
 
 /// Description of one accepted key, for docs and error messages.
@@ -144,8 +146,16 @@ pub const KEYS: &[KeyDoc] = &[
     },
 ];
 
-/// Keys Kafka adds itself; accepted and not documented as plugin keys.
-const KAFKA_KEYS: &[&str] = &["broker.id"];
+/// Keys Kafka adds itself (4.1 adds `broker.id`, 4.4 also `node.id`); accepted silently.
+const KAFKA_KEYS: &[&str] = &["broker.id", "node.id", "cluster.id"];
+
+/// True if `key` lies in a namespace fasttier owns (the first dotted word of one of its keys). An unknown
+/// key there is almost certainly a typo and is rejected; unknown keys elsewhere may come from a newer
+/// Kafka and are only reported in [`Config::ignored_keys`].
+fn in_fasttier_namespace(key: &str) -> bool {
+    let first = key.split('.').next().unwrap_or(key);
+    KEYS.iter().any(|k| k.key.split('.').next() == Some(first))
+}
 
 struct Reader<'a> {
     map: &'a BTreeMap<String, String>,
@@ -194,13 +204,18 @@ fn full(key: &str) -> String {
 impl Config {
     /// Parses and validates the map Kafka passes to `configure()`.
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<Config> {
+        let mut ignored_keys = Vec::new();
         for key in map.keys() {
-            if !KEYS.iter().any(|k| k.key == key) && !KAFKA_KEYS.contains(&key.as_str()) {
+            if KEYS.iter().any(|k| k.key == key) || KAFKA_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            if in_fasttier_namespace(key) {
                 return Err(Error::config(
                     full(key),
                     "is not a fasttier setting (see docs/configuration.md for the accepted keys)".to_string(),
                 ));
             }
+            ignored_keys.push(full(key));
         }
         let r = Reader { map };
         let backend = match r.raw("storage.backend").unwrap_or("s3") {
@@ -303,6 +318,7 @@ impl Config {
             worker_threads: r.u64("runtime.worker.threads", 4, 1, 64)? as usize,
             max_blocking_threads: r.u64("runtime.max.blocking.threads", 8, 1, 256)? as usize,
             broker_id,
+            ignored_keys,
         })
     }
 
@@ -342,6 +358,9 @@ mod tests {
         assert!(err(&[("s3.bucket", "b12"), ("chunk.bytes", "10")]).contains("out of range"));
         assert!(err(&[("s3.bucket", "b12"), ("s3.bukket", "x")])
             .contains("key=rsm.config.s3.bukket is not a fasttier setting"));
+        assert!(err(&[("s3.bucket", "b12"), ("chunk.size", "1")]).contains("key=rsm.config.chunk.size is not"));
+        let c = Config::from_pairs(&[("s3.bucket", "b12"), ("node.id", "1"), ("future.kafka.key", "x")]).unwrap();
+        assert_eq!(c.ignored_keys, vec!["rsm.config.future.kafka.key".to_string()]);
         assert!(err(&[("s3.bucket", "b12"), ("s3.access.key.id", "x")]).contains("key=rsm.config.s3.secret.access.key"));
         assert!(err(&[("s3.bucket", "b12"), ("s3.endpoint", "localhost:9000")]).contains("key=rsm.config.s3.endpoint"));
         assert!(err(&[("s3.bucket", "b12"), ("s3.path.style", "yes")]).contains("not a boolean"));

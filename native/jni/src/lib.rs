@@ -115,6 +115,9 @@ pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_open<'l>(
             c.cache_bytes,
             c.broker_id
         );
+        if !c.ignored_keys.is_empty() {
+            tracing::warn!("ignoring settings fasttier does not know: {}", c.ignored_keys.join(", "));
+        }
         Ok(handles::add_engine(engine))
     })
 }
