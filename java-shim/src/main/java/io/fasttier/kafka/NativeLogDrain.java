@@ -31,6 +31,8 @@ final class NativeLogDrain {
     private static final Logger LOG = LoggerFactory.getLogger(NativeLogDrain.class);
     private static final Object LOCK = new Object();
     private static final ConcurrentMap<String, Logger> LOGGERS = new ConcurrentHashMap<>();
+    /** Serialises draining, so the thread and a final drain never interleave records out of order. */
+    private static final Object DRAIN_LOCK = new Object();
 
     private static int refs;
     private static Drainer drainer;
@@ -88,10 +90,9 @@ final class NativeLogDrain {
 
     /**
      * Drains up to {@code maxBatches} batches. Returns true if the last batch was full (more may be waiting).
-     * Serialised so the thread and a final drain never interleave records out of order.
      */
     static boolean drainOnce(int maxBatches) {
-        synchronized (LOGGERS) {
+        synchronized (DRAIN_LOCK) {
             for (int i = 0; i < maxBatches; i++) {
                 String[] records = NativeBridge.drainLogs(BATCH);
                 if (records == null || records.length == 0) {

@@ -556,11 +556,14 @@ public class FastTierRemoteStorageManagerTest {
 
         TestSegments seg = smallSegment();
         rsm.copyLogSegmentData(seg.metadata(tip, BROKER_ID), seg.data());
+        long sum = 0;
         for (String d : descriptors) {
             String name = d.split("\\|", 2)[0];
             Object v = early.value(name);
             assertTrue(name + " = " + v, v instanceof Long && (Long) v >= 0);
+            sum += (Long) v;
         }
+        assertTrue("a copy must move some native counter", sum > 0);
 
         RecordingPluginMetrics late = new RecordingPluginMetrics();
         FastTierRemoteStorageManager other = openMemory();
