@@ -313,7 +313,10 @@ def consume_all(
         pos = dict(starts)
         done = {p for p, e in end_offsets.items() if pos[p] >= e}
         deadline = time.monotonic() + timeout
+        check_alive = getattr(cluster_or_config, "check_alive", None)
         while len(done) < len(end_offsets) and time.monotonic() < deadline:
+            if check_alive is not None:
+                check_alive()
             msgs = c.consume(1000, 0.5)
             for m in msgs:
                 err = m.error()

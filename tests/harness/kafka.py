@@ -15,7 +15,8 @@ Layout of a cluster's directory (a temp dir unless base_dir is given):
 
 The broker's class path is the Kafka distribution resolved by tests/scripts/setup.sh
 ($FASTTIER_CACHE/kafka/<version>/libs) plus, with plugin=True, every *.jar in $FASTTIER_PLUGIN_DIR
-(default <repo>/build/plugin), which is also the JVM's java.library.path.
+(default <repo>/build/plugin). The plugin files are copied into <cluster dir>/plugin/ when the cluster
+is created (a rebuild in place would crash running JVMs); that copy is also java.library.path.
 """
 
 from __future__ import annotations
@@ -172,7 +173,10 @@ class KafkaCluster:
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix=f"fasttier-{name}-"))
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._libs = kafka_libs(version)
-        self._plugin_jars = plugin_jars() if plugin else []
+        self._plugin_jars: list[Path] = []
+        self.plugin_dir: Optional[Path] = None
+        if plugin:
+            self._snapshot_plugin()
         ports = free_ports(2 * n_brokers)
         self.nodes = [
             Node(i, ports[2 * i], ports[2 * i + 1], self.base_dir / f"node-{i}") for i in range(n_brokers)
@@ -182,6 +186,28 @@ class KafkaCluster:
         for node in self.nodes:
             node.dir.mkdir(parents=True, exist_ok=True)
             self._write_properties(node)
+
+    def _snapshot_plugin(self) -> None:
+        """Copy the plugin (jars and .so) into the cluster's directory and run the brokers from the copy.
+
+        A rebuild rewrites build/plugin/libfasttier_jni.so in place; a JVM that has the old file mapped
+        then dies with SIGSEGV in native code. A private copy keeps every node of this cluster on one
+        consistent build for its whole life."""
+        src = plugin_dir()
+        jars = plugin_jars()
+        # don't copy a build that is still being written: wait until nothing in it changed for 5 s
+        def settled() -> bool:
+            newest = max(f.stat().st_mtime for f in src.iterdir() if f.is_file())
+            return time.time() - newest > 5
+
+        wait_until(settled, 300, 1.0, f"the plugin build in {src} to settle")
+        jars = plugin_jars()
+        dst = self.base_dir / "plugin"
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in list(jars) + sorted(src.glob("*.so")):
+            shutil.copy2(f, dst / f.name)
+        self.plugin_dir = dst
+        self._plugin_jars = sorted(dst.glob("*.jar"))
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -290,11 +316,12 @@ class KafkaCluster:
             "-XX:+ExitOnOutOfMemoryError",
             f"-XX:ErrorFile={node.dir}/hs_err_pid%p.log",
             "-Djava.awt.headless=true",
+            "-Djava.net.preferIPv4Stack=true",  # listeners are plain IPv4 sockets on 127.0.0.1
             f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
             f"-Dfasttier.test.log.file={node.log_path}",
         ]
-        if self.plugin:
-            argv.append(f"-Djava.library.path={plugin_dir()}")
+        if self.plugin_dir is not None:
+            argv.append(f"-Djava.library.path={self.plugin_dir}")
         argv += self.jvm_args
         argv += ["-cp", self.classpath(), main] + args
         return argv
@@ -432,6 +459,13 @@ class KafkaCluster:
             node.data_dir.mkdir(parents=True)
             if saved is not None:
                 meta_props.write_bytes(saved)
+
+    def check_alive(self) -> None:
+        """Raise BrokerExited (a StopWaiting: wait_until fails at once) if a node that the harness
+        started, and did not stop, is no longer running (crashed, exited)."""
+        for n in self.nodes:
+            if n.proc is not None and not n.proc.running():
+                raise BrokerExited(self, n.node_id, during="while the test ran")
 
     def is_running(self, i: int) -> bool:
         p = self.nodes[i].proc
@@ -608,8 +642,12 @@ class KafkaCluster:
         return self.admin().describe_topics(TopicCollection([name]), request_timeout=timeout)[name].result(timeout)
 
     def topic_id(self, name: str) -> str:
-        """The topic id in Kafka's base64url form (as in partition.metadata and Uuid.toString())."""
-        return str(self.describe_topic(name).topic_id)
+        """The topic id in Kafka's base64url form (as in partition.metadata and Uuid.toString()).
+
+        librdkafka prints Uuids in standard base64 ('+', '/'); Kafka (and the plugin's object keys)
+        use URL-safe base64 without padding ('-', '_')."""
+        raw = str(self.describe_topic(name).topic_id)
+        return raw.replace("+", "-").replace("/", "_").rstrip("=")
 
     def partition_state(self, name: str) -> dict[int, dict[str, Any]]:
         d = self.describe_topic(name)
@@ -629,6 +667,7 @@ class KafkaCluster:
         size = size or self.rf
 
         def ok():
+            self.check_alive()
             st = self.partition_state(topic)
             return all(
                 len(s["isr"]) >= size and (contains is None or contains in s["isr"]) for s in st.values()
@@ -666,11 +705,11 @@ class KafkaCluster:
 
 
 class BrokerExited(StopWaiting):
-    def __init__(self, cluster: KafkaCluster, i: int) -> None:
+    def __init__(self, cluster: KafkaCluster, i: int, during: str = "during startup") -> None:
         self.cluster = cluster
         self.node_id = i
         self.exit_code = cluster.exit_code(i)
         super().__init__(
-            f"broker {i} of {cluster.name} exited with code {self.exit_code} during startup\n"
+            f"broker {i} of {cluster.name} exited with code {self.exit_code} {during}\n"
             + cluster.diagnostics([i])
         )

@@ -64,10 +64,15 @@ def topic_objects(s3, topic_id: str, prefix: str = "") -> TopicObjects:
     return TopicObjects([k for k in s3.keys(prefix) if topic_id in k])
 
 
-def wait_for_segments(s3, topic_id: str, min_log_objects: int, prefix: str = "", timeout: float = 180.0) -> TopicObjects:
-    """Wait until at least min_log_objects '.log' objects of the topic exist; returns all its objects."""
+def wait_for_segments(
+    s3, topic_id: str, min_log_objects: int, prefix: str = "", timeout: float = 180.0, kc=None
+) -> TopicObjects:
+    """Wait until at least min_log_objects '.log' objects of the topic exist; returns all its objects.
+    With kc, fail at once if one of its brokers dies."""
 
     def check():
+        if kc is not None:
+            kc.check_alive()
         objs = topic_objects(s3, topic_id, prefix)
         return objs if len(objs.logs) >= min_log_objects else None
 
@@ -78,8 +83,10 @@ def wait_for_segments(s3, topic_id: str, min_log_objects: int, prefix: str = "",
     )
 
 
-def wait_for_no_objects(s3, topic_id: str, prefix: str = "", timeout: float = 180.0) -> None:
+def wait_for_no_objects(s3, topic_id: str, prefix: str = "", timeout: float = 180.0, kc=None) -> None:
     def check():
+        if kc is not None:
+            kc.check_alive()
         return len(topic_objects(s3, topic_id, prefix)) == 0
 
     wait_until(
@@ -106,6 +113,7 @@ def wait_local_log_start_beyond(
     beyond[p] — i.e. every record at offset <= beyond[p] is only in the remote tier."""
 
     def check():
+        kc.check_alive()
         starts = local_log_starts(kc, topic, max(beyond) + 1, brokers)
         for b, parts in starts.items():
             for p, lim in beyond.items():
@@ -139,6 +147,7 @@ def wait_all_tiered(kc, topic: str, partitions: int, timeout: float = 240.0) -> 
     (the smallest over replicas; every offset below it is served from the remote tier only)."""
 
     def check():
+        kc.check_alive()
         starts = {}
         for b in range(kc.n):
             if not kc.is_running(b):

@@ -19,9 +19,11 @@
 #     GETs, multipart uploads, ListObjectsV2, DeleteObjects, HeadBucket, NoSuchBucket errors);
 #   * it installs from a registry we can reach (the Go module proxy) with no binary download, and
 #     starts in about a second;
-#   * measured: `go install` from an empty Go module and build cache takes about 7 minutes on the
-#     2-core machine (most of it compiling); with a warm Go build cache, seconds; a second run of
-#     this script (everything present) takes about 1 s.
+#   * measured on the 2-core CI-sized machine (while Rust builds ran beside it): `go install` from an
+#     empty Go module and build cache takes 7-9 minutes wall clock (4.3 min user CPU; downloads are a
+#     small part); with a warm Go build cache, seconds. The rest of a from-scratch run (pip into an
+#     empty venv: 14 s; Kafka 4.4.0 and 4.1.2 from an empty Maven repository: 16 s + 15 s) is under a
+#     minute. A second run of this script (everything present) takes about 1.5 s.
 #   Caveats: MinIO's open-source repository is in maintenance mode and publishes no semver tags, so
 #   the pin is a Go pseudo-version (a commit). MinIO always also listens on the IPv6 loopback [::1]
 #   next to 127.0.0.1 (cmd/server-main.go getServerListenAddrs): loopback only, never another address.
@@ -88,10 +90,12 @@ if [[ "${FASTTIER_SKIP_KAFKA:-0}" != "1" ]]; then
     tmp="$CACHE/kafka/$v/libs.tmp.$$"
     rm -rf "$tmp"
     mkdir -p "$tmp"
-    if ! mvn -B -q -Dstyle.color=never -f "$pom" -Dkafka.version="$v" -DincludeScope=runtime \
-        -DoutputDirectory="$tmp" dependency:copy-dependencies; then
+    mvnlog="$CACHE/kafka/$v/mvn.log"
+    if ! mvn -B -Dstyle.color=never -f "$pom" -Dkafka.version="$v" -DincludeScope=runtime \
+        -DoutputDirectory="$tmp" dependency:copy-dependencies >"$mvnlog" 2>&1; then
+      tail -40 "$mvnlog" >&2
       rm -rf "$tmp"
-      die "Maven could not resolve org.apache.kafka:kafka_2.13:$v"
+      die "Maven could not resolve org.apache.kafka:kafka_2.13:$v (full log: $mvnlog)"
     fi
     [[ -f "$tmp/kafka_2.13-$v.jar" ]] || { rm -rf "$tmp"; die "kafka_2.13-$v.jar missing after resolve"; }
     rm -rf "$dest"
