@@ -418,8 +418,8 @@ public class FastTierRemoteStorageManagerTest {
     @Test
     public void interruptDuringARunningCopy() throws Exception {
         FastTierRemoteStorageManager rsm = openMemory();
-        // ~96 MiB: large enough that the copy is normally still running when the interrupt lands.
-        TestSegments big = TestSegments.write(tmp.newFolder("big").toPath(), 0, 96, 1, 1 << 20, false);
+        // 384 MiB (sparse): large enough that the copy is still running when the interrupt lands.
+        TestSegments big = TestSegments.sparse(tmp.newFolder("big").toPath(), 0, 384 << 20);
         RemoteLogSegmentMetadata md = big.metadata(tip, BROKER_ID);
         AtomicReference<Throwable> outcome = new AtomicReference<>();
         AtomicReference<Boolean> flagAfter = new AtomicReference<>();
@@ -451,7 +451,7 @@ public class FastTierRemoteStorageManagerTest {
     @Test
     public void closeCancelsARunningCopy() throws Exception {
         FastTierRemoteStorageManager rsm = openMemory();
-        TestSegments big = TestSegments.write(tmp.newFolder("big-close").toPath(), 0, 96, 1, 1 << 20, false);
+        TestSegments big = TestSegments.sparse(tmp.newFolder("big-close").toPath(), 0, 384 << 20);
         RemoteLogSegmentMetadata md = big.metadata(tip, BROKER_ID);
         AtomicReference<Throwable> outcome = new AtomicReference<>();
         CountDownLatch started = new CountDownLatch(1);

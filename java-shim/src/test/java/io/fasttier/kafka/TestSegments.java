@@ -134,6 +134,27 @@ final class TestSegments {
                 position, epochs);
     }
 
+    /**
+     * A large segment whose log is a sparse file of {@code sizeBytes} zero bytes (created instantly, no disk
+     * writes). The native copy does not parse batches, so this is enough to keep a copy busy for a while.
+     */
+    static TestSegments sparse(Path dir, long startOffset, int sizeBytes) throws IOException {
+        Files.createDirectories(dir);
+        String base = String.format("%020d", startOffset);
+        Path log = dir.resolve(base + ".log");
+        try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(log.toFile(), "rw")) {
+            f.setLength(sizeBytes);
+        }
+        Path offsetIndex = Files.write(dir.resolve(base + ".index"), new byte[0]);
+        Path timeIndex = Files.write(dir.resolve(base + ".timeindex"), new byte[0]);
+        Path snapshot = Files.write(dir.resolve(base + ".snapshot"), new byte[10]);
+        Map<Integer, Long> epochs = new LinkedHashMap<>();
+        epochs.put(0, startOffset);
+        byte[] checkpoint = ("0\n1\n0 " + startOffset + "\n").getBytes(StandardCharsets.UTF_8);
+        return new TestSegments(dir, log, offsetIndex, timeIndex, null, snapshot, checkpoint, startOffset,
+                startOffset + 999, BASE_TIMESTAMP, sizeBytes, epochs);
+    }
+
     /** One uncompressed, non-transactional v2 record batch. */
     static byte[] encodeBatch(long baseOffset, int leaderEpoch, long[] timestamps, byte[][] keys, byte[][] values) {
         int n = timestamps.length;
