@@ -28,5 +28,5 @@ step "end to end: pytest tests/selftest tests/e2e"
 python3 -m pytest tests/selftest tests/e2e -q -rA --junitxml="$logs/pytest.xml" ${FASTTIER_PYTEST_ARGS:-} 2>&1 | tee "$logs/pytest.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
-python3 tests/scripts/summarize.py "$logs/cargo.log" java-shim/build/test-results/test "$logs/pytest.xml" || status=1
+python3 tests/scripts/summarize.py "$logs/cargo.log" java-shim/build/test-results "$logs/pytest.xml" || status=1
 exit $status

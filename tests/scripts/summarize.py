@@ -38,7 +38,7 @@ def main() -> int:
     cargo_log, gradle_dir, pytest_xml = map(Path, sys.argv[1:4])
     results = {
         "rust": cargo(cargo_log),
-        "java": junit(sorted(gradle_dir.glob("*.xml"))) if gradle_dir.is_dir() else None,
+        "java": junit(sorted(gradle_dir.rglob("*.xml"))) if gradle_dir.is_dir() else None,
         "e2e": junit([pytest_xml]) if pytest_xml.is_file() else None,
     }
     total = [0, 0, 0]

@@ -40,6 +40,7 @@ pub struct Engine {
 pub struct CopyOp {
     task: JoinHandle<Result<()>>,
     cancel: Cancel,
+    segment: SegmentRef,
 }
 
 fn s3_settings(c: &Config) -> S3Settings {
@@ -120,9 +121,9 @@ impl Engine {
     /// Starts a segment copy in the background.
     pub fn copy_start(&self, req: CopyRequest) -> CopyOp {
         let cancel = Cancel::new();
-        let (slow, c) = (self.slow.clone(), cancel.clone());
+        let (slow, c, segment) = (self.slow.clone(), cancel.clone(), req.segment.clone());
         let task = self.runtime().spawn(async move { slow.copy_segment(req, &c).await.map(|_| ()) });
-        CopyOp { task, cancel }
+        CopyOp { task, cancel, segment }
     }
 
     /// Waits up to `timeout` for `op`. `None` while it is still running.
@@ -139,14 +140,29 @@ impl Engine {
         })
     }
 
-    /// Cancels `op` and waits (bounded) for its clean-up.
+    /// Cancels `op` and waits (bounded) for its clean-up. Whatever the copy wrote is removed, also when it
+    /// had already completed before the cancellation arrived: Kafka does not clean up after a copy it
+    /// cancelled itself (leadership change), so a cancelled copy must leave nothing behind.
     pub fn copy_cancel(&self, mut op: CopyOp) {
         op.cancel.cancel();
         let handle = self.runtime().clone();
-        let done = handle.block_on(async { tokio::time::timeout(CANCEL_CLEANUP_WAIT, &mut op.task).await.is_ok() });
-        if !done {
-            op.task.abort();
-            tracing::warn!("cancelled copy did not finish its clean-up within {CANCEL_CLEANUP_WAIT:?}; aborted");
+        let outcome = handle.block_on(async { tokio::time::timeout(CANCEL_CLEANUP_WAIT, &mut op.task).await });
+        match outcome {
+            Ok(Ok(Ok(()))) => {
+                if let Err(e) = handle.block_on(self.slow.delete_segment(&op.segment)) {
+                    tracing::warn!("removing a copy that completed as it was cancelled failed: {e}");
+                }
+            }
+            Ok(_) => {} // failed or cancelled: copy_segment already removed what it wrote
+            Err(_) => {
+                op.task.abort();
+                tracing::warn!(
+                    "cancelled copy did not finish its clean-up within {CANCEL_CLEANUP_WAIT:?}; aborted: topic={} partition={} segment_id={}",
+                    op.segment.topic,
+                    op.segment.partition,
+                    op.segment.segment_id
+                );
+            }
         }
     }
 
@@ -226,8 +242,16 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(got, &log[150_000..]);
-        let op = engine.copy_start(req);
+        // Cancelling a copy (finished or not) leaves no object of it behind.
+        let mut req2 = req;
+        req2.segment = SegmentRef::new("t", "AAAAAAAAAAAAAAAAAAAAAQ", 0, 0, "AAAAAAAAAAAAAAAAAAAAAw").unwrap();
+        let op = engine.copy_start(req2.clone());
+        while !op.task.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         engine.copy_cancel(op);
+        let left = engine.runtime().block_on(engine.slow().store().list(&req2.segment.partition_prefix(""))).unwrap();
+        assert!(left.iter().all(|o| !o.key.contains("AAAAAAAAAAAAAAAAAAAAAw")), "{left:?}");
     }
 
     #[test]

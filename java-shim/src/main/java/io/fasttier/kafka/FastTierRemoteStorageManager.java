@@ -245,11 +245,10 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             while (true) {
                 if (Thread.currentThread().isInterrupted()) {
                     live = false;
+                    // opCancel also removes what the copy wrote, even if it completed just before: Kafka skips
+                    // its own clean-up of a copy cancelled by a leadership change (its delete predicate is
+                    // !isCancelled()).
                     cancelQuietly(op, c);
-                    // The operation may have completed between our last wait and the cancel, leaving a whole
-                    // segment behind. Kafka skips its own clean-up of a copy cancelled by a leadership change
-                    // (its delete predicate is !isCancelled()), so remove whatever this attempt wrote.
-                    deleteQuietly(c);
                     throw new RemoteStorageException("fasttier: copy interrupted; cancelled the upload of " + c);
                 }
                 if (isClosed()) {
@@ -277,19 +276,6 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             if (live) {
                 cancelQuietly(op, c);
             }
-        }
-    }
-
-    private void deleteQuietly(Coordinates c) {
-        try {
-            withEngine(engine -> {
-                NativeBridge.deleteSegment(engine, c.topic, c.topicId, c.partition, c.segmentId, c.startOffset);
-                return null;
-            });
-        } catch (RemoteResourceNotFoundException e) {
-            // nothing was written
-        } catch (RemoteStorageException | RuntimeException e) {
-            LOG.warn("fasttier: removing the objects of the cancelled upload of {} failed: {}", c, e.getMessage());
         }
     }
 

@@ -54,7 +54,10 @@ public final class NativeBridge {
      */
     public static native boolean opAwait(long op, int timeoutMs);
 
-    /** Cancels the operation, waits for its clean-up (partial uploads aborted/deleted) and frees the handle. */
+    /**
+     * Cancels the operation, waits for its clean-up and frees the handle. Everything the copy wrote is removed
+     * (partial uploads aborted, objects deleted), also when the copy had completed just before the cancel.
+     */
     public static native void opCancel(long op);
 
     /**
