@@ -360,7 +360,8 @@ fn copy_bench(c: &Ctx, file: &Path, reps: u32) {
     for rep in 0..reps {
         for which in if rep % 2 == 0 { ["engine", "raw"] } else { ["raw", "engine"] } {
             if which == "engine" {
-                let req = copy_request(file, "bench-copy", "QmVuY2hDb3B5VG9waWNJZA", 0, rep as i64 * 1_000_000, rep as u64);
+                let req =
+                    copy_request(file, "bench-copy", "QmVuY2hDb3B5VG9waWNJZA", 0, rep as i64 * 1_000_000, rep as u64);
                 let seg = req.segment.clone();
                 let secs = engine_copy(&engine, req).unwrap_or_else(|e| fail(e));
                 engine.delete_segment(&seg).unwrap_or_else(|e| fail(e));
@@ -442,10 +443,8 @@ fn mem_copy(c: &Ctx, file: &Path, keep: bool, topic: &str, topic_id: &str) {
 fn list_segments(c: &Ctx, topic: &str, topic_id: &str) -> Vec<(SegmentRef, String, u64)> {
     let dir = format!("{}{topic}-{topic_id}/", segments_root(&c.config.prefix));
     let objects = c.block_on(c.store.list(&dir)).unwrap_or_else(|e| fail(e));
-    let manifests: std::collections::HashSet<String> = objects
-        .iter()
-        .filter_map(|o| o.key.strip_suffix(".manifest").map(str::to_string))
-        .collect();
+    let manifests: std::collections::HashSet<String> =
+        objects.iter().filter_map(|o| o.key.strip_suffix(".manifest").map(str::to_string)).collect();
     let mut out = Vec::new();
     for o in &objects {
         let Some(stem) = o.key.strip_suffix(".log") else { continue };
@@ -454,8 +453,7 @@ fn list_segments(c: &Ctx, topic: &str, topic_id: &str) -> Vec<(SegmentRef, Strin
         }
         let rest = &o.key[dir.len()..];
         let Some((part, name)) = rest.split_once('/') else { continue };
-        let (Ok(partition), Some((start, segment_id, _))) = (part.parse::<i32>(), parse_segment_file_name(name))
-        else {
+        let (Ok(partition), Some((start, segment_id, _))) = (part.parse::<i32>(), parse_segment_file_name(name)) else {
             continue;
         };
         let seg = SegmentRef::new(topic, topic_id, partition, start, segment_id).unwrap_or_else(|e| fail(e));
@@ -548,7 +546,13 @@ fn mem_streams(c: &Ctx, topic: &str, topic_id: &str, ns: &[usize]) {
 // ---------------------------------------------------------------------------------------------- reads
 
 /// Raw: one object, chunk-sized ranged GETs in order, `window` in flight.
-async fn read_object_windowed(store: Arc<dyn ObjectStore>, key: String, size: u64, chunk: u64, window: usize) -> Result<u64> {
+async fn read_object_windowed(
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    size: u64,
+    chunk: u64,
+    window: usize,
+) -> Result<u64> {
     let chunks = size.div_ceil(chunk);
     let mut q = VecDeque::new();
     let mut next = 0u64;
@@ -605,8 +609,7 @@ fn get_bench(
     for o in all {
         by_partition.entry(o.0.partition).or_default().push(o);
     }
-    let groups: Vec<Vec<(SegmentRef, String, u64)>> =
-        by_partition.values().map(|v| limit(v, limit_bytes)).collect();
+    let groups: Vec<Vec<(SegmentRef, String, u64)>> = by_partition.values().map(|v| limit(v, limit_bytes)).collect();
     let chunk = c.config.chunk_bytes;
     let window = 1 + c.config.read_ahead_chunks as usize;
     let engine = c.engine(); // fresh cache

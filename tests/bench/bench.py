@@ -1,0 +1,652 @@
+"""fasttier benchmarks: prints figures (ratios against baselines measured in the same run), asserts nothing
+about speed. Entry point: tests/bench/run.sh (make bench). What each figure means: docs/benchmarks.md.
+
+    python3 tests/bench/bench.py [--only native,kafka] [--quick] [--out build/bench] [--wait-quiet 0]
+
+Sections
+  native  (no broker running) fasttier-bench: segment copy through the engine vs raw multipart PUT (same
+          client, same part size and concurrency); peak RSS of a 1 GiB copy; RSS per open stream.
+  kafka   one broker (RF=1) with the plugin on MinIO; a 1-partition and a 4-partition topic produced
+          (a few hundred MB each), fully tiered; consumers read from offset 0 to the local log start
+          (every byte served by the plugin), while the broker's RSS and heap are sampled; in between,
+          raw GET baselines of the very same .log objects by the plugin's S3 client (fasttier-bench get).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import KafkaCluster, S3Server, free_ports, wait_until  # noqa: E402
+from harness.tiering import topic_objects, wait_all_tiered  # noqa: E402
+
+MIB = 1 << 20
+BUCKET = "fasttier-bench"
+
+# The plugin's read settings are its defaults (stated here so the figures say what they were run with).
+RSM = {
+    "chunk.bytes": 4 * MIB,
+    "read.ahead.chunks": 1,
+    "cache.bytes": 128 * MIB,
+    "upload.part.bytes": 8 * MIB,
+    "upload.concurrency": 4,
+}
+SEGMENT_BYTES = 64 * MIB
+VALUE_BYTES = 4000
+BROKER_HEAP = "1g"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def target_dir() -> Path:
+    cache = Path(os.environ.get("FASTTIER_CACHE", str(Path.home() / ".cache" / "fasttier")))
+    return Path(os.environ.get("CARGO_TARGET_DIR", str(cache / "target")))
+
+
+def bench_bin() -> str:
+    p = target_dir() / "release" / "fasttier-bench"
+    if not p.exists():
+        raise SystemExit(f"{p} not found: cargo build --release -p fasttier-bench")
+    return str(p)
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+def other_jvms(own: set[int]) -> int:
+    n = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in own:
+            continue
+        try:
+            exe = os.readlink(d / "exe")
+        except OSError:
+            continue
+        if exe.endswith("/java"):
+            n += 1
+    return n
+
+
+def load_note(own: set[int] = frozenset()) -> dict:
+    return {"other_jvms": other_jvms(set(own)), "loadavg1": round(os.getloadavg()[0], 2)}
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) // 1024
+    except (OSError, AttributeError):
+        pass
+    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "mem_mib": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "git": rev.stdout.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- native
+
+def native(s3: S3Server, prefix: str, *extra: str, sets: dict | None = None) -> dict:
+    cfg = {
+        "s3.bucket": BUCKET,
+        "s3.endpoint": s3.endpoint,
+        "s3.region": s3.region,
+        "s3.path.style": "true",
+        "s3.access.key.id": s3.access_key,
+        "s3.secret.access.key": s3.secret_key,
+        "prefix": prefix,
+        **{k: str(v) for k, v in RSM.items()},
+        **{k: str(v) for k, v in (sets or {}).items()},
+    }
+    argv = [bench_bin()]
+    for k, v in cfg.items():
+        argv += ["--set", f"{k}={v}"]
+    argv += list(extra)
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(extra)} failed ({r.returncode}):\n{r.stderr}\n{r.stdout}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_native(s3: S3Server, work: Path, results: dict, quick: bool) -> None:
+    prefix = f"bench-{uuid.uuid4().hex[:6]}/"
+    seg = work / "00000000000000000000.log"
+    mib = 256 if quick else 1024
+    log(f"native: writing a {mib} MiB stand-in segment")
+    native(s3, prefix, "mkfile", "--file", str(seg), "--mib", str(mib))
+    results["load_native"] = load_note()
+    log(f"native: segment copy, engine vs raw PUT ({mib} MiB, 2 runs each)  load={results['load_native']}")
+    results["copy"] = native(s3, prefix, "copy", "--file", str(seg), "--reps", "2")
+    log(f"  engine {fmt_list(results['copy']['engine_mbps'])} MB/s, raw PUT {fmt_list(results['copy']['raw_put_mbps'])} MB/s")
+    log(f"native: peak RSS of copying {mib} MiB through the engine")
+    results["mem_copy"] = native(s3, prefix, "mem-copy", "--file", str(seg), "--keep")
+    log(f"  peak delta {results['mem_copy']['peak_delta_mib']:.1f} MiB")
+    log("native: RSS per open stream")
+    results["mem_streams"] = native(s3, prefix, "mem-streams", "--n", "16,64")
+    for r in results["mem_streams"]["runs"]:
+        log(f"  N={r['n']}: {r['per_stream_mib']:.2f} MiB/stream = {r['per_stream_chunks']:.2f} chunks")
+    for f in work.glob("00000000000000000000.*"):
+        f.unlink()
+    delete_prefix(s3, prefix)
+
+
+def delete_prefix(s3: S3Server, prefix: str) -> None:
+    keys = s3.keys(prefix)
+    for i in range(0, len(keys), 1000):
+        s3.client.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
+
+
+def fmt_list(v) -> str:
+    return "/".join(f"{x:.0f}" for x in v)
+
+
+# ---------------------------------------------------------------------------------------------- kafka
+
+def produce(kc: KafkaCluster, topic: str, partitions: int, bytes_per_partition: int) -> int:
+    """Incompressible 4000-byte values, no keys, round-robin over partitions. Returns records produced."""
+    from confluent_kafka import Producer
+
+    p = Producer(kc.client_config(**{
+        "acks": "all",
+        "linger.ms": 20,
+        "batch.size": 1 << 20,
+        "compression.type": "none",
+        "queue.buffering.max.kbytes": 256 * 1024,
+        "message.max.bytes": 2 << 20,
+    }))
+    pool = [os.urandom(VALUE_BYTES) for _ in range(512)]
+    per = bytes_per_partition // VALUE_BYTES + 1
+    errors: list[str] = []
+
+    def cb(err, msg):
+        if err is not None and len(errors) < 5:
+            errors.append(str(err))
+
+    n = 0
+    for i in range(per):
+        v = pool[i % len(pool)]
+        for part in range(partitions):
+            while True:
+                try:
+                    p.produce(topic, value=i.to_bytes(8, "big") + v[8:], partition=part, on_delivery=cb)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            n += 1
+        if i % 1000 == 0:
+            p.poll(0)
+    left = p.flush(300)
+    if left or errors:
+        raise RuntimeError(f"produce {topic}: {left} undelivered, errors {errors}")
+    return n
+
+
+class BrokerSampler:
+    """Samples the broker JVM's VmRSS (/proc) every 100 ms and its heap (jstat -gc) every 250 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.rss: list[int] = []
+        self.heap_used: list[float] = []
+        self.heap_committed: list[float] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._jstat = None
+
+    @staticmethod
+    def rss_kib(pid: int) -> int:
+        m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+        return int(m.group(1)) if m else 0
+
+    @staticmethod
+    def heap_kib(pid: int) -> tuple[float, float]:
+        r = subprocess.run(["jstat", "-gc", str(pid)], capture_output=True, text=True)
+        return BrokerSampler._parse_jstat(r.stdout)
+
+    @staticmethod
+    def _parse_jstat(text: str) -> tuple[float, float]:
+        lines = [l.split() for l in text.strip().splitlines() if l.strip()]
+        if len(lines) < 2:
+            return (0.0, 0.0)
+        head, vals = lines[0], lines[-1]
+        d = dict(zip(head, vals))
+        f = lambda k: float(d.get(k, 0) or 0)  # noqa: E731
+        used = f("S0U") + f("S1U") + f("EU") + f("OU")
+        committed = f("S0C") + f("S1C") + f("EC") + f("OC")
+        return used, committed
+
+    def start(self) -> "BrokerSampler":
+        self._jstat = subprocess.Popen(["jstat", "-gc", str(self.pid), "250"], stdout=subprocess.PIPE, text=True)
+        self._t.start()
+        threading.Thread(target=self._read_jstat, daemon=True).start()
+        return self
+
+    def _read_jstat(self) -> None:
+        head = None
+        for line in self._jstat.stdout:
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0] == "S0C":
+                head = parts
+                continue
+            if head:
+                used, committed = self._parse_jstat(" ".join(head) + "\n" + line)
+                self.heap_used.append(used)
+                self.heap_committed.append(committed)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.rss.append(self.rss_kib(self.pid))
+            except OSError:
+                break
+            self._stop.wait(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(5)
+        if self._jstat:
+            self._jstat.terminate()
+            self._jstat.wait(5)
+
+
+class Jmx:
+    """Reads broker and plugin metrics over JMX with Kafka's own JmxTool (one JVM per call)."""
+
+    def __init__(self, kc: KafkaCluster, port: int) -> None:
+        self.kc = kc
+        self.url = f"service:jmx:rmi:///jndi/rmi://127.0.0.1:{port}/jmxrmi"
+
+    def read(self, names: list[str]) -> dict[str, float]:
+        args = ["--jmx-url", self.url, "--one-time", "true", "--report-format", "properties"]
+        for n in names:
+            args += ["--object-name", n]
+        r = self.kc.run_tool("org.apache.kafka.tools.JmxTool", args, timeout=120)
+        out: dict[str, float] = {}
+        for line in r.stdout.splitlines():
+            if "=" not in line:
+                continue
+            k, _, v = line.rpartition("=")
+            try:
+                out[k.strip()] = float(v)
+            except ValueError:
+                continue
+        if not out:
+            log(f"JmxTool gave nothing (rc={r.returncode}): {r.stderr[-500:]}")
+        return out
+
+
+def plugin_metric(snapshot: dict[str, float], name: str) -> float:
+    for k, v in snapshot.items():
+        if "plugins" in k and k.endswith(f":{name}") or ("plugins" in k and k.endswith(f"name={name}:Value")):
+            return v
+    # JmxTool property format: <objectname>:<attribute>=value; plugin metrics are attributes of one MBean
+    for k, v in snapshot.items():
+        if "plugins" in k and k.rsplit(":", 1)[-1] == name:
+            return v
+    return float("nan")
+
+
+def topic_metric(snapshot: dict[str, float], name: str, topic: str) -> float:
+    """A BrokerTopicMetrics count; 0 before Kafka registered it (it does on first use)."""
+    for k, v in snapshot.items():
+        if f"name={name}" in k and f"topic={topic}" in k and k.endswith(":Count"):
+            return v
+    return 0.0
+
+
+PLUGIN_METRICS = [
+    "fetch-streams-total", "fetch-bytes-total", "cache-hits-total", "cache-misses-total",
+    "store-get-requests-total", "store-get-bytes-total", "index-fetches-total", "cache-bytes", "open-streams",
+    "fetch-errors-total",
+]
+
+
+def metrics_delta(before: dict, after: dict, topic: str) -> dict:
+    d = {m: plugin_metric(after, m) - plugin_metric(before, m) for m in PLUGIN_METRICS}
+    d["cache-bytes"] = plugin_metric(after, "cache-bytes")
+    for name in ("RemoteFetchRequestsPerSec", "RemoteFetchBytesPerSec", "TotalFetchRequestsPerSec"):
+        d[name] = topic_metric(after, name, topic) - topic_metric(before, name, topic)
+    return d
+
+
+def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_partition_fetch_bytes: int) -> dict:
+    """One consumer process per group ({partition: end}), all started at once; returns the slowest."""
+    procs = []
+    for g in groups:
+        end = ",".join(f"{p}:{e}" for p, e in sorted(g.items()))
+        procs.append(subprocess.Popen(
+            [sys.executable, str(HERE / "consume.py"), "--bootstrap", kc.bootstrap_servers(), "--topic", topic,
+             "--end", end, "--max-partition-fetch-bytes", str(max_partition_fetch_bytes),
+             "--batch-messages", str(max(1, MIB // VALUE_BYTES))],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    t0 = time.monotonic()
+    outs = []
+    for p in procs:
+        o, e = p.communicate(timeout=900)
+        if not o.strip():
+            raise RuntimeError(f"consumer failed: {e[-2000:]}")
+        outs.append(json.loads(o.strip().splitlines()[-1]))
+    wall = time.monotonic() - t0
+    for o in outs:
+        if not o["complete"] or o["errors"]:
+            raise RuntimeError(f"consumer incomplete: {o}")
+    return {
+        "consumers": len(groups),
+        "bytes": sum(o["bytes"] for o in outs),
+        "records": sum(o["records"] for o in outs),
+        "secs": max(o["secs"] for o in outs),
+        "wall_secs": wall,
+        "first_record_secs": max(o["first_record_secs"] or 0 for o in outs),
+    }
+
+
+def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
+    pid = kc.nodes[0].proc.pid
+    before = jmx.read(["kafka.server:type=plugins,*", f"kafka.server:type=BrokerTopicMetrics,topic={topic},*"])
+    time.sleep(1.5)  # NativeMetrics caches a snapshot for 1 s
+    rss0 = BrokerSampler.rss_kib(pid)
+    heap0 = BrokerSampler.heap_kib(pid)
+    load = load_note({pid})
+    sampler = BrokerSampler(pid).start()
+    c = consume(kc, topic, groups, mpfb)
+    sampler.stop()
+    time.sleep(2.0)
+    rss1 = BrokerSampler.rss_kib(pid)
+    heap1 = BrokerSampler.heap_kib(pid)
+    after = jmx.read(["kafka.server:type=plugins,*", f"kafka.server:type=BrokerTopicMetrics,topic={topic},*"])
+    m = metrics_delta(before, after, topic)
+    out = {
+        "label": label,
+        "topic": topic,
+        "max_partition_fetch_bytes": mpfb,
+        "segment_bytes": seg_bytes,
+        "mbps": seg_bytes / 1e6 / c["secs"],
+        "payload_mbps": c["bytes"] / 1e6 / c["secs"],
+        **c,
+        "load": load,
+        "broker": {
+            "rss_before_mib": rss0 / 1024,
+            "rss_peak_mib": max(sampler.rss or [rss0]) / 1024,
+            "rss_after_mib": rss1 / 1024,
+            "heap_used_before_mib": heap0[0] / 1024,
+            "heap_used_peak_mib": max(sampler.heap_used or [heap0[0]]) / 1024,
+            "heap_used_after_mib": heap1[0] / 1024,
+            "heap_committed_before_mib": heap0[1] / 1024,
+            "heap_committed_peak_mib": max(sampler.heap_committed or [heap0[1]]) / 1024,
+            "heap_committed_after_mib": heap1[1] / 1024,
+            "xmx": BROKER_HEAP,
+        },
+        "metrics": m,
+    }
+    streams = m.get("fetch-streams-total") or float("nan")
+    log(f"  {label}: {out['mbps']:.1f} MB/s ({seg_bytes / 1e6:.0f} MB in {c['secs']:.2f}s, first record after "
+        f"{c['first_record_secs']:.2f}s) load={load}")
+    log(f"    plugin: streams={m['fetch-streams-total']:.0f} bytes/stream={m['fetch-bytes-total'] / streams / MIB:.2f}MiB "
+        f"GETs={m['store-get-requests-total']:.0f} hits={m['cache-hits-total']:.0f} misses={m['cache-misses-total']:.0f} "
+        f"remote fetches={m['RemoteFetchRequestsPerSec']:.0f}")
+    b = out["broker"]
+    log(f"    broker RSS {b['rss_before_mib']:.0f} -> peak {b['rss_peak_mib']:.0f} -> {b['rss_after_mib']:.0f} MiB; "
+        f"heap used {b['heap_used_before_mib']:.0f} -> peak {b['heap_used_peak_mib']:.0f} MiB, committed "
+        f"{b['heap_committed_before_mib']:.0f} -> {b['heap_committed_peak_mib']:.0f} MiB (-Xmx{BROKER_HEAP})")
+    return out
+
+
+def segment_info(s3, kc, topic, topic_id, partitions) -> tuple[int, dict[int, int]]:
+    objs = topic_objects(s3, topic_id, kc.prefix)
+    sizes = {o["Key"]: o["Size"] for o in s3.list_objects(kc.prefix)}
+    total = 0
+    counts = {}
+    for p in range(partitions):
+        po = objs.for_partition(topic, topic_id, p)
+        stems = {k[: -len(".manifest")] for k in po.manifests}
+        logs = [k for k in po.logs if k[: -len(".log")] in stems]
+        counts[p] = len(logs)
+        total += sum(sizes[k] for k in logs)
+    return total, counts
+
+
+def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool) -> None:
+    jmx_port = free_ports(1)[0]
+    jvm = [
+        "-Dcom.sun.management.jmxremote",
+        f"-Dcom.sun.management.jmxremote.port={jmx_port}",
+        f"-Dcom.sun.management.jmxremote.rmi.port={jmx_port}",
+        "-Dcom.sun.management.jmxremote.host=127.0.0.1",
+        "-Djava.rmi.server.hostname=127.0.0.1",
+        "-Dcom.sun.management.jmxremote.authenticate=false",
+        "-Dcom.sun.management.jmxremote.ssl=false",
+    ]
+    kc = KafkaCluster(
+        1, plugin=True, s3=s3, heap=BROKER_HEAP, rsm_config=dict(RSM), jvm_args=jvm, name="bench",
+        base_dir=work / "kafka", prefix=f"bench-{uuid.uuid4().hex[:6]}/",
+    )
+    try:
+        log(f"kafka: starting 1 broker (Kafka {kc.version}, -Xmx{BROKER_HEAP}) with the plugin")
+        kc.start()
+        jmx = Jmx(kc, jmx_port)
+        topics = {"r1": 1, "r4": 4}
+        segs = {"r1": 3 if quick else 6, "r4": 1 if quick else 2}  # rolled segments per partition
+        cfg = {
+            "remote.storage.enable": "true",
+            "segment.bytes": SEGMENT_BYTES,
+            "local.retention.ms": 1000,
+            "retention.ms": -1,
+            "file.delete.delay.ms": 1000,
+        }
+        for t, n in topics.items():
+            kc.create_topic(t, n, replication_factor=1, config=cfg)
+        local_topic = "l1"
+        kc.create_topic(local_topic, 1, replication_factor=1, config={"segment.bytes": SEGMENT_BYTES, "retention.ms": -1})
+        t0 = time.monotonic()
+        for t, n in topics.items():
+            produce(kc, t, n, int((segs[t] + 0.5) * SEGMENT_BYTES))
+        produce(kc, local_topic, 1, int((segs["r1"] + 0.5) * SEGMENT_BYTES))
+        log(f"kafka: produced in {time.monotonic() - t0:.0f}s; waiting until every rolled segment is tiered "
+            "and deleted locally")
+        info = {}
+        for t, n in topics.items():
+            starts = wait_all_tiered(kc, t, n, timeout=600)
+            tid = kc.topic_id(t)
+            seg_bytes, counts = segment_info(s3, kc, t, tid, n)
+            info[t] = {"topic_id": tid, "local_start": starts, "segment_bytes": seg_bytes, "segments": counts}
+            log(f"  {t}: tiered segments per partition {counts}, {seg_bytes / 1e6:.0f} MB, local log starts {starts}")
+            assert all(c >= segs[t] for c in counts.values()), (t, counts)
+        log(f"kafka: tiered after {time.monotonic() - t0:.0f}s")
+        results["kafka"] = {"version": kc.version, "topics": info, "passes": [], "baselines": []}
+        passes = results["kafka"]["passes"]
+        base = results["kafka"]["baselines"]
+        mpfb = 16 * MIB
+
+        def baseline(topic, mode, label, *extra):
+            i = info[topic]
+            b = native(s3, kc.prefix, "get", "--topic", topic, "--topic-id", i["topic_id"], "--mode", mode, *extra)
+            b["label"] = label
+            b["topic"] = topic
+            b["load"] = load_note({kc.nodes[0].proc.pid})
+            base.append(b)
+            log(f"  baseline {label}: {b['mbps']:.1f} MB/s ({b['bytes'] / 1e6:.0f} MB) load={b['load']}")
+            return b
+
+        # local-read ceiling of this consumer and broker (same data size, never tiered, page cache)
+        # the same records as r1's tiered part (both topics got the same record sizes in the same order)
+        lend = {0: info["r1"]["local_start"][0]}
+        log("kafka: reads (offset 0 to the local log start: every byte from the plugin)")
+        r1 = info["r1"]
+        r1_groups = [{0: r1["local_start"][0]}]
+        for rep in (1, 2):
+            passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, f"r1 pass {rep}"))
+            baseline("r1", "seq", f"r1 raw GET seq (window {1 + RSM['read.ahead.chunks']}) #{rep}")
+        baseline("r1", "engine", "r1 engine streams, 1 per segment")
+        baseline("r1", "engine", f"r1 engine streams, 1 per {mpfb // MIB} MiB fetch", "--fetch-bytes", str(mpfb))
+        baseline("r1", "par", "r1 raw GET parallel 16", "--parallel", "16")
+        r4 = info["r4"]
+        passes.append(read_pass(kc, jmx, "r4", [dict(r4["local_start"])], r4["segment_bytes"], mpfb, "r4 1 consumer"))
+        baseline("r4", "seq", "r4 raw GET seq, partitions one after another")
+        passes.append(read_pass(kc, jmx, "r4", [{p: e} for p, e in r4["local_start"].items()], r4["segment_bytes"],
+                                mpfb, "r4 4 consumers"))
+        baseline("r4", "seq", "r4 raw GET seq, 4 partitions at once", "--concurrent-partitions")
+        baseline("r4", "par", "r4 raw GET parallel 16", "--parallel", "16")
+        # same consumer on never-tiered data of the same size (served from the page cache by sendfile)
+        lp = read_pass(kc, jmx, local_topic, [lend], r1["segment_bytes"], mpfb, "l1 local (not tiered)")
+        lp["note"] = "segment_bytes of r1 used as size; local topic holds the same number of records"
+        passes.append(lp)
+        if sweep:
+            for f in (1 * MIB, 4 * MIB, 32 * MIB):
+                passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], f,
+                                        f"r1 max.partition.fetch.bytes={f // MIB}MiB"))
+    finally:
+        kc.close(keep_dir=bool(os.environ.get("FASTTIER_KEEP_TMP")))
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+def table(results: dict) -> str:
+    rows = []
+
+    def row(bench, figure, value, baseline="", ratio="", target="", note=""):
+        rows.append((bench, figure, value, baseline, ratio, target, note))
+
+    k = results.get("kafka")
+    if k:
+        base = {b["label"]: b for b in k["baselines"]}
+        seq1 = [b for b in k["baselines"] if b["label"].startswith("r1 raw GET seq")]
+        seq1_mbps = max(b["mbps"] for b in seq1)
+        par1 = base.get("r1 raw GET parallel 16")
+        for p in k["passes"]:
+            lab = p["label"]
+            note = f"others' JVMs {p['load']['other_jvms']}, load {p['load']['loadavg1']}"
+            if lab.startswith("r1"):
+                row("1 remote read", f"{lab} (16 MiB fetch)" if "max.partition" not in lab else lab,
+                    f"{p['mbps']:.0f} MB/s", f"{seq1_mbps:.0f} MB/s raw seq", f"{p['mbps'] / seq1_mbps:.0%}", ">= 80%", note)
+            elif lab == "r4 1 consumer":
+                b = base["r4 raw GET seq, partitions one after another"]
+                row("1 remote read", "r4, 1 consumer", f"{p['mbps']:.0f} MB/s", f"{b['mbps']:.0f} MB/s raw seq",
+                    f"{p['mbps'] / b['mbps']:.0%}", ">= 80%", note)
+            elif lab == "r4 4 consumers":
+                b = base["r4 raw GET seq, 4 partitions at once"]
+                row("1 remote read", "r4, 4 consumers", f"{p['mbps']:.0f} MB/s", f"{b['mbps']:.0f} MB/s raw seq x4",
+                    f"{p['mbps'] / b['mbps']:.0%}", ">= 80%", note)
+            elif lab.startswith("l1"):
+                row("1 remote read", "same consumer, local (not tiered) data", f"{p['mbps']:.0f} MB/s", "", "", "",
+                    "client/broker ceiling without the plugin")
+        if par1:
+            row("1 remote read", "raw GET, 16 parallel (server ceiling)", f"{par1['mbps']:.0f} MB/s")
+        b4 = base.get("r4 raw GET parallel 16")
+        for lab in ("r1 engine streams, 1 per segment", "r1 engine streams, 1 per 16 MiB fetch"):
+            if lab in base:
+                row("1 remote read", lab.replace("r1 ", "engine only: "), f"{base[lab]['mbps']:.0f} MB/s",
+                    f"{seq1_mbps:.0f} MB/s raw seq", f"{base[lab]['mbps'] / seq1_mbps:.0%}", "", "no Kafka, no JNI")
+    c = results.get("copy")
+    if c:
+        e, r = max(c["engine_mbps"]), max(c["raw_put_mbps"])
+        row("2 segment copy", f"engine copy of {c['bytes'] // MIB} MiB (best of {len(c['engine_mbps'])})",
+            f"{e:.0f} MB/s", f"{r:.0f} MB/s raw PUT", f"{e / r:.0%}", "",
+            f"runs {fmt_list(c['engine_mbps'])} vs {fmt_list(c['raw_put_mbps'])}")
+    m = results.get("mem_copy")
+    if m:
+        row("3a memory", f"peak RSS added by copying {m['bytes'] // MIB} MiB", f"{m['peak_delta_mib']:.0f} MiB",
+            f"{m['bound_mib']:.0f} MiB parts in flight", "", "< 128 MiB")
+    ms = results.get("mem_streams")
+    if ms:
+        for r in ms["runs"]:
+            row("3b memory", f"RSS per open stream, N={r['n']}", f"{r['per_stream_mib']:.1f} MiB",
+                f"chunk {ms['chunk_bytes'] // MIB} MiB", f"{r['per_stream_chunks']:.2f} chunks", "small multiple",
+                f"cache {ms['cache_capacity'] // MIB} MiB shared, read-ahead {ms['read_ahead_chunks']}")
+    if k:
+        for p in k["passes"]:
+            if p["label"] in ("r1 pass 2", "r4 4 consumers", "l1 local (not tiered)"):
+                b = p["broker"]
+                row("3c broker memory", f"broker during {p['label']}",
+                    f"RSS +{b['rss_peak_mib'] - b['rss_before_mib']:.0f} MiB (peak {b['rss_peak_mib']:.0f})",
+                    f"heap used peak {b['heap_used_peak_mib']:.0f} MiB", "", "",
+                    f"-Xmx{b['xmx']}, heap committed {b['heap_committed_before_mib']:.0f}->{b['heap_committed_peak_mib']:.0f} MiB, "
+                    f"plugin cache {p['metrics'].get('cache-bytes', float('nan')) / MIB:.0f} MiB")
+    head = ("benchmark", "figure", "value", "baseline", "ratio", "target", "notes")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(x) for x in r) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    global VALUE_BYTES
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="native,kafka")
+    ap.add_argument("--quick", action="store_true", help="smaller data (a smoke run, figures not meaningful)")
+    ap.add_argument("--sweep", action="store_true", help="also read with other max.partition.fetch.bytes")
+    ap.add_argument("--out", default=str(REPO / "build" / "bench"))
+    ap.add_argument("--value-bytes", type=int, default=None, help=f"record value size (default {VALUE_BYTES})")
+    ap.add_argument("--wait-quiet", type=float, default=0,
+                    help="wait up to this many seconds for other JVMs on the machine to finish first")
+    a = ap.parse_args()
+    VALUE_BYTES = a.value_bytes or VALUE_BYTES
+    only = set(a.only.split(","))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.wait_quiet > 0 and other_jvms(set()) > 0:
+        log(f"{other_jvms(set())} other JVMs running; waiting up to {a.wait_quiet:.0f}s for a quiet machine")
+        try:
+            wait_until(lambda: other_jvms(set()) == 0, a.wait_quiet, 5.0, "other JVMs to finish")
+        except Exception:
+            log("still busy; measuring anyway (the table notes the load)")
+    results: dict = {"machine": machine(), "settings": {"rsm": RSM, "segment.bytes": SEGMENT_BYTES,
+                                                       "value.bytes": VALUE_BYTES, "broker.heap": BROKER_HEAP}}
+    log(f"machine {results['machine']}  load {load_note()}")
+    work = Path(tempfile.mkdtemp(prefix="fasttier-bench-"))
+    s3 = S3Server(buckets=[BUCKET], data_dir=work / "s3")
+    t0 = time.monotonic()
+    try:
+        s3.start()
+        if "native" in only:
+            run_native(s3, work, results, a.quick)
+        if "kafka" in only:
+            run_kafka(s3, work, results, a.quick, a.sweep)
+    finally:
+        s3.stop()
+        if not os.environ.get("FASTTIER_KEEP_TMP"):
+            shutil.rmtree(work, ignore_errors=True)
+        results["total_secs"] = time.monotonic() - t0
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        (out / f"results-{stamp}.json").write_text(json.dumps(results, indent=2))
+        t = table(results)
+        (out / f"figures-{stamp}.md").write_text(t + "\n")
+        print()
+        print(f"fasttier benchmarks ({results['machine']['cpus']} CPUs, {results['machine']['mem_mib']} MiB, "
+              f"git {results['machine']['git']}, {results['total_secs']:.0f}s); results in {out}/results-{stamp}.json")
+        print(t)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
