@@ -3,6 +3,7 @@
 //! The formats are specified in `docs/formats.md`; this module is their only implementation. Every change
 //! to a stored layout bumps [`FORMAT_VERSION`] and keeps readers for older versions.
 
+pub mod batch;
 pub mod keys;
 pub mod manifest;
 
