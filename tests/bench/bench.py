@@ -87,6 +87,50 @@ def load_note(own: set[int] = frozenset()) -> dict:
     return {"other_jvms": other_jvms(set(own)), "loadavg1": round(os.getloadavg()[0], 2)}
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user+system) of each thread group of a process, by thread name with digits dropped
+    (e.g. "data-plane-kafka-network-thread-1-ListenerName(BROKER)-PLAINTEXT-0" and "fasttier-rt-3")."""
+    out: dict[str, float] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            stat = (t / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        secs = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        key = re.sub(r"[0-9]+", "N", name)
+        out[key] = out.get(key, 0.0) + secs
+    return out
+
+
+def proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    d = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 3) for k in after}
+    return {k: v for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
 def machine() -> dict:
     cpu = ""
     try:
@@ -131,10 +175,14 @@ def native(s3: S3Server, prefix: str, *extra: str, sets: dict | None = None) -> 
     for k, v in cfg.items():
         argv += ["--set", f"{k}={v}"]
     argv += list(extra)
+    m0, c0, t0 = proc_cpu(s3._proc.pid), children_cpu(), time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True)
+    m1, c1, t1 = proc_cpu(s3._proc.pid), children_cpu(), time.monotonic()
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(extra)} failed ({r.returncode}):\n{r.stderr}\n{r.stdout}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["cpu"] = {"wall_secs": t1 - t0, "minio_secs": m1 - m0, "client_secs": c1 - c0}
+    return out
 
 
 def run_native(s3: S3Server, work: Path, results: dict, quick: bool) -> None:
@@ -373,19 +421,31 @@ def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_part
 
 def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
     pid = kc.nodes[0].proc.pid
-    before = jmx.read(["kafka.server:type=plugins,*", f"kafka.server:type=BrokerTopicMetrics,topic={topic},*"])
+    names = ["kafka.server:type=plugins,*", f"kafka.server:type=BrokerTopicMetrics,topic={topic},*",
+             "kafka.log.remote:type=RemoteLogManager,name=RemoteLogReaderFetchRateAndTimeMs"]
+    before = jmx.read(names)
     time.sleep(1.5)  # NativeMetrics caches a snapshot for 1 s
     rss0 = BrokerSampler.rss_kib(pid)
     heap0 = BrokerSampler.heap_kib(pid)
     load = load_note({pid})
     sampler = BrokerSampler(pid).start()
+    minio_pid = kc.s3._proc.pid
+    cpu0 = (thread_cpu(pid), proc_cpu(minio_pid), children_cpu(), time.monotonic())
     c = consume(kc, topic, groups, mpfb)
+    cpu1 = (thread_cpu(pid), proc_cpu(minio_pid), children_cpu(), time.monotonic())
     sampler.stop()
     time.sleep(2.0)
     rss1 = BrokerSampler.rss_kib(pid)
     heap1 = BrokerSampler.heap_kib(pid)
-    after = jmx.read(["kafka.server:type=plugins,*", f"kafka.server:type=BrokerTopicMetrics,topic={topic},*"])
+    after = jmx.read(names)
     m = metrics_delta(before, after, topic)
+    # Kafka's own timer of RemoteLogManager.read (index lookup, plugin stream, reading max bytes)
+    k = "kafka.log.remote:type=RemoteLogManager,name=RemoteLogReaderFetchRateAndTimeMs"
+    n0, n1 = before.get(k + ":Count", 0.0), after.get(k + ":Count", 0.0)
+    s0, s1 = n0 * before.get(k + ":Mean", 0.0), n1 * after.get(k + ":Mean", 0.0)
+    m["remote_reads"] = n1 - n0
+    m["remote_read_ms_mean"] = (s1 - s0) / (n1 - n0) if n1 > n0 else float("nan")
+    m["remote_read_secs_total"] = (s1 - s0) / 1000
     out = {
         "label": label,
         "topic": topic,
@@ -408,13 +468,25 @@ def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
             "xmx": BROKER_HEAP,
         },
         "metrics": m,
+        "cpu": {
+            "wall_secs": cpu1[3] - cpu0[3],
+            "broker_secs": sum(cpu_delta(cpu0[0], cpu1[0]).values()),
+            "broker_threads": cpu_delta(cpu0[0], cpu1[0]),
+            "minio_secs": cpu1[1] - cpu0[1],
+            "consumer_secs": cpu1[2] - cpu0[2],
+        },
     }
     streams = m.get("fetch-streams-total") or float("nan")
     log(f"  {label}: {out['mbps']:.1f} MB/s ({seg_bytes / 1e6:.0f} MB in {c['secs']:.2f}s, first record after "
         f"{c['first_record_secs']:.2f}s) load={load}")
     log(f"    plugin: streams={m['fetch-streams-total']:.0f} bytes/stream={m['fetch-bytes-total'] / streams / MIB:.2f}MiB "
         f"GETs={m['store-get-requests-total']:.0f} hits={m['cache-hits-total']:.0f} misses={m['cache-misses-total']:.0f} "
-        f"remote fetches={m['RemoteFetchRequestsPerSec']:.0f}")
+        f"remote fetches={m['RemoteFetchRequestsPerSec']:.0f}, RemoteLogManager.read {m['remote_read_ms_mean']:.1f} ms "
+        f"mean ({m['remote_read_secs_total']:.2f}s in all)")
+    cpu = out["cpu"]
+    top = ", ".join(f"{k[:40]} {v:.2f}" for k, v in list(cpu["broker_threads"].items())[:6])
+    log(f"    CPU seconds: broker {cpu['broker_secs']:.2f} (top threads: {top}), MinIO {cpu['minio_secs']:.2f}, "
+        f"consumer {cpu['consumer_secs']:.2f}, in {cpu['wall_secs']:.2f}s on {os.cpu_count()} CPUs")
     b = out["broker"]
     log(f"    broker RSS {b['rss_before_mib']:.0f} -> peak {b['rss_peak_mib']:.0f} -> {b['rss_after_mib']:.0f} MiB; "
         f"heap used {b['heap_used_before_mib']:.0f} -> peak {b['heap_used_peak_mib']:.0f} MiB, committed "
@@ -495,7 +567,8 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool)
             b["topic"] = topic
             b["load"] = load_note({kc.nodes[0].proc.pid})
             base.append(b)
-            log(f"  baseline {label}: {b['mbps']:.1f} MB/s ({b['bytes'] / 1e6:.0f} MB) load={b['load']}")
+            log(f"  baseline {label}: {b['mbps']:.1f} MB/s ({b['bytes'] / 1e6:.0f} MB) load={b['load']} "
+                f"CPU s: client {b['cpu']['client_secs']:.2f} MinIO {b['cpu']['minio_secs']:.2f}")
             return b
 
         # local-read ceiling of this consumer and broker (same data size, never tiered, page cache)

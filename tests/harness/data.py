@@ -287,9 +287,11 @@ def consume_all(
     consumer_config: Optional[Mapping[str, Any]] = None,
     stop_on_error: bool = False,
     max_errors: int = 1000,
+    stop_after_errors: Optional[int] = None,
 ) -> Consumed:
     """Read each partition from start_offsets (default 0) until its position reaches end_offsets[p]
-    (or timeout). Consumer errors are collected (not raised) in .errors."""
+    (or timeout). Consumer errors are collected (not raised) in .errors; stop_on_error returns at the
+    first one, stop_after_errors=n after n of them."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     cfg = _client_config(cluster_or_config)
@@ -329,7 +331,8 @@ def consume_all(
                         continue
                     if len(out.errors) < max_errors:
                         out.errors.append(f"{err.name()}: {err.str()} (p={m.partition()}, off={m.offset()})")
-                    if stop_on_error:
+                    if stop_on_error or (stop_after_errors is not None and len(out.errors) >= stop_after_errors):
+                        out.positions = pos
                         return out
                     continue
                 p, o = m.partition(), m.offset()

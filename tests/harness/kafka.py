@@ -562,6 +562,33 @@ class KafkaCluster:
         c.update(extra)
         return c
 
+    def _admin_call(self, fn, what: str, timeout: float = 60.0, ok_on_retry: tuple[str, ...] = ()):
+        """Run an admin request (fn() -> result), retrying transient client/broker errors (a broker
+        handle replaced after the first metadata response, a controller election, a timeout).
+        ok_on_retry: error names that mean a previous attempt already succeeded (e.g. TOPIC_ALREADY_EXISTS)."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        transient = {
+            KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+            KafkaError._ALL_BROKERS_DOWN, KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT,
+            KafkaError.LEADER_NOT_AVAILABLE, KafkaError._WAIT_COORD, KafkaError.BROKER_NOT_AVAILABLE,
+        }
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except KafkaException as e:
+                err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+                if err is not None and attempt > 1 and err.name() in ok_on_retry:
+                    return None
+                retriable = err is not None and (err.code() in transient or err.retriable())
+                if not retriable or time.monotonic() > deadline:
+                    raise
+                self.check_alive()
+                time.sleep(min(2.0, 0.25 * attempt))
+
     def create_topic(
         self,
         name: str,
@@ -585,8 +612,10 @@ class KafkaCluster:
                 replication_factor=replication_factor or self.rf,
                 config=cfg,
             )
-        fut = self.admin().create_topics([nt], operation_timeout=timeout, request_timeout=timeout)[name]
-        fut.result(timeout)
+        self._admin_call(
+            lambda: self.admin().create_topics([nt], operation_timeout=30, request_timeout=30)[name].result(45),
+            f"create topic {name}", timeout, ok_on_retry=("TOPIC_ALREADY_EXISTS",),
+        )
         n_parts = len(replica_assignment) if replica_assignment is not None else partitions
 
         def has_leaders():
@@ -598,7 +627,10 @@ class KafkaCluster:
         wait_until(has_leaders, timeout, 0.3, f"topic {name} to have leaders")
 
     def delete_topic(self, name: str, timeout: float = 60.0) -> None:
-        self.admin().delete_topics([name], operation_timeout=timeout, request_timeout=timeout)[name].result(timeout)
+        self._admin_call(
+            lambda: self.admin().delete_topics([name], operation_timeout=30, request_timeout=30)[name].result(45),
+            f"delete topic {name}", timeout, ok_on_retry=("UNKNOWN_TOPIC_OR_PART", "UNKNOWN_TOPIC_ID"),
+        )
         wait_until(
             lambda: name not in self.admin().list_topics(timeout=10).topics,
             timeout,
@@ -624,22 +656,30 @@ class KafkaCluster:
             for k, v in config.items()
         ]
         res = ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries)
-        futs = self.admin().incremental_alter_configs([res], request_timeout=timeout)
-        for f in futs.values():
-            f.result(timeout)
+
+        def call():
+            for f in self.admin().incremental_alter_configs([res], request_timeout=30).values():
+                f.result(45)
+
+        self._admin_call(call, f"alter configs of {name}", timeout)
 
     def topic_config(self, name: str) -> dict[str, str]:
         from confluent_kafka.admin import ConfigResource, ResourceType
 
         res = ConfigResource(ResourceType.TOPIC, name)
-        entries = list(self.admin().describe_configs([res]).values())[0].result(30)
+        entries = self._admin_call(
+            lambda: list(self.admin().describe_configs([res]).values())[0].result(30), f"describe configs of {name}"
+        )
         return {k: e.value for k, e in entries.items()}
 
     def describe_topic(self, name: str, timeout: float = 30.0):
         """confluent_kafka TopicDescription: .topic_id, .partitions[i].leader/.replicas/.isr (Nodes)."""
         from confluent_kafka import TopicCollection
 
-        return self.admin().describe_topics(TopicCollection([name]), request_timeout=timeout)[name].result(timeout)
+        return self._admin_call(
+            lambda: self.admin().describe_topics(TopicCollection([name]), request_timeout=timeout)[name].result(timeout),
+            f"describe topic {name}", 60,
+        )
 
     def topic_id(self, name: str) -> str:
         """The topic id in Kafka's base64url form (as in partition.metadata and Uuid.toString()).
