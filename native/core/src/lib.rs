@@ -20,4 +20,6 @@ pub mod read;
 pub mod runtime;
 pub mod slow;
 pub mod store;
+pub mod tail;
 pub mod upload;
+pub mod wal;
