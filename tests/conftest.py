@@ -52,9 +52,8 @@ def pytest_runtest_makereport(item, call):
             for n in kc.nodes:
                 state = "running" if kc.is_running(n.node_id) else f"stopped/exited ({kc.exit_code(n.node_id)})"
                 lines.append(f"  node {n.node_id} [{state}] log: {n.log_path}")
-                errs = [l for l in kc.broker_log(n.node_id).splitlines()
-                        if (" ERROR " in l or " WARN " in l)
-                        and ("fasttier" in l.lower() or "remote" in l.lower() or "Fatal" in l)]
+                errs = kc.plugin_problems(n.node_id) + [
+                    l for l in kc.broker_log(n.node_id).splitlines() if " ERROR " in l and "Fatal" in l]
                 for l in errs[-8:]:
                     lines.append(f"    {l[:400]}")
         if lines:

@@ -90,9 +90,20 @@ def load_note(own: set[int] = frozenset()) -> dict:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
+def java_thread_names(pid: int) -> dict[int, str]:
+    """{native thread id: Java thread name} from `jcmd <pid> Thread.print` (Linux truncates the names in
+    /proc to 15 characters, which makes Kafka's network and request-handler threads indistinguishable)."""
+    r = subprocess.run(["jcmd", str(pid), "Thread.print"], capture_output=True, text=True, timeout=60)
+    out = {}
+    for m in re.finditer(r'^"(.+?)" .*? nid=(0x[0-9a-fA-F]+|[0-9]+) ', r.stdout, re.M):
+        out[int(m.group(2), 0)] = m.group(1)
+    return out
+
+
+def thread_cpu(pid: int, names: dict[int, str] | None = None) -> dict[str, float]:
     """CPU seconds (user+system) of each thread group of a process, by thread name with digits dropped
-    (e.g. "data-plane-kafka-network-thread-1-ListenerName(BROKER)-PLAINTEXT-0" and "fasttier-rt-3")."""
+    (e.g. "data-plane-kafka-network-thread-N-ListenerName(BROKER)-PLAINTEXT-N", "fasttier-rt-N"); Java
+    names from `names` where known."""
     out: dict[str, float] = {}
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -103,7 +114,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
             stat = (t / "stat").read_text()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        name = (names or {}).get(int(t.name)) or stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         secs = (int(fields[11]) + int(fields[12])) / CLK_TCK
         key = re.sub(r"[0-9]+", "N", name)
@@ -199,7 +210,7 @@ def run_native(s3: S3Server, work: Path, results: dict, quick: bool) -> None:
     results["mem_copy"] = native(s3, prefix, "mem-copy", "--file", str(seg), "--keep")
     log(f"  peak delta {results['mem_copy']['peak_delta_mib']:.1f} MiB")
     log("native: RSS per open stream")
-    results["mem_streams"] = native(s3, prefix, "mem-streams", "--n", "16,64")
+    results["mem_streams"] = native(s3, prefix, "mem-streams", "--n", "4,16" if quick else "16,64")
     for r in results["mem_streams"]["runs"]:
         log(f"  N={r['n']}: {r['per_stream_mib']:.2f} MiB/stream = {r['per_stream_chunks']:.2f} chunks")
     for f in work.glob("00000000000000000000.*"):
@@ -430,10 +441,14 @@ def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
     load = load_note({pid})
     sampler = BrokerSampler(pid).start()
     minio_pid = kc.s3._proc.pid
-    cpu0 = (thread_cpu(pid), proc_cpu(minio_pid), children_cpu(), time.monotonic())
+    tnames = java_thread_names(pid)
+    cpu0 = (thread_cpu(pid, tnames), proc_cpu(minio_pid), children_cpu(), time.monotonic())
     c = consume(kc, topic, groups, mpfb)
-    cpu1 = (thread_cpu(pid), proc_cpu(minio_pid), children_cpu(), time.monotonic())
+    cpu1 = (thread_cpu(pid, tnames), proc_cpu(minio_pid), children_cpu(), time.monotonic())
     sampler.stop()
+    # threads started during the pass (e.g. remote-log-reader) were counted under their short names
+    tnames.update(java_thread_names(pid))
+    cpu1 = (thread_cpu(pid, tnames),) + cpu1[1:]
     time.sleep(2.0)
     rss1 = BrokerSampler.rss_kib(pid)
     heap1 = BrokerSampler.heap_kib(pid)
@@ -508,7 +523,7 @@ def segment_info(s3, kc, topic, topic_id, partitions) -> tuple[int, dict[int, in
     return total, counts
 
 
-def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool) -> None:
+def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool, tuned: bool) -> None:
     jmx_port = free_ports(1)[0]
     jvm = [
         "-Dcom.sun.management.jmxremote",
@@ -560,9 +575,10 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool)
         base = results["kafka"]["baselines"]
         mpfb = 16 * MIB
 
-        def baseline(topic, mode, label, *extra):
+        def baseline(topic, mode, label, *extra, sets=None):
             i = info[topic]
-            b = native(s3, kc.prefix, "get", "--topic", topic, "--topic-id", i["topic_id"], "--mode", mode, *extra)
+            b = native(s3, kc.prefix, "get", "--topic", topic, "--topic-id", i["topic_id"], "--mode", mode, *extra,
+                       sets=sets)
             b["label"] = label
             b["topic"] = topic
             b["load"] = load_note({kc.nodes[0].proc.pid})
@@ -577,32 +593,61 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool)
         log("kafka: reads (offset 0 to the local log start: every byte from the plugin)")
         r1 = info["r1"]
         r1_groups = [{0: r1["local_start"][0]}]
+        window = 1 + RSM["read.ahead.chunks"]
         for rep in (1, 2):
-            passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, f"r1 pass {rep}"))
-            baseline("r1", "seq", f"r1 raw GET seq (window {1 + RSM['read.ahead.chunks']}) #{rep}")
-        baseline("r1", "engine", "r1 engine streams, 1 per segment")
-        baseline("r1", "engine", f"r1 engine streams, 1 per {mpfb // MIB} MiB fetch", "--fetch-bytes", str(mpfb))
-        baseline("r1", "par", "r1 raw GET parallel 16", "--parallel", "16")
-        r4 = info["r4"]
-        passes.append(read_pass(kc, jmx, "r4", [dict(r4["local_start"])], r4["segment_bytes"], mpfb, "r4 1 consumer"))
-        baseline("r4", "seq", "r4 raw GET seq, partitions one after another")
-        passes.append(read_pass(kc, jmx, "r4", [{p: e} for p, e in r4["local_start"].items()], r4["segment_bytes"],
-                                mpfb, "r4 4 consumers"))
-        baseline("r4", "seq", "r4 raw GET seq, 4 partitions at once", "--concurrent-partitions")
-        baseline("r4", "par", "r4 raw GET parallel 16", "--parallel", "16")
-        # same consumer on never-tiered data of the same size (served from the page cache by sendfile)
-        lp = read_pass(kc, jmx, local_topic, [lend], r1["segment_bytes"], mpfb, "l1 local (not tiered)")
-        lp["note"] = "segment_bytes of r1 used as size; local topic holds the same number of records"
-        passes.append(lp)
+            passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, f"r1 #{rep}"))
+            baseline("r1", "seq", f"r1 raw seq #{rep}")
+        baseline("r1", "engine", "r1 engine, 1 stream per segment")
+        baseline("r1", "engine", "r1 engine, 1 stream per 16 MiB", "--fetch-bytes", str(mpfb))
+        baseline("r1", "par", "r1 raw par16", "--parallel", "16")
         if sweep:
             for f in (1 * MIB, 4 * MIB, 32 * MIB):
-                passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], f,
-                                        f"r1 max.partition.fetch.bytes={f // MIB}MiB"))
+                passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], f, f"r1 fetch {f // MIB} MiB"))
+        r4 = info["r4"]
+        passes.append(read_pass(kc, jmx, "r4", [dict(r4["local_start"])], r4["segment_bytes"], mpfb, "r4 1 consumer"))
+        baseline("r4", "seq", "r4 raw seq, one partition after another")
+        passes.append(read_pass(kc, jmx, "r4", [{p: e} for p, e in r4["local_start"].items()], r4["segment_bytes"],
+                                mpfb, "r4 4 consumers"))
+        baseline("r4", "seq", "r4 raw seq, 4 partitions at once", "--concurrent-partitions")
+        baseline("r4", "par", "r4 raw par16", "--parallel", "16")
+        # the same consumer on never-tiered data of the same size (page cache, sendfile): the ceiling of this
+        # consumer and broker on this machine without any remote read
+        lp = read_pass(kc, jmx, local_topic, [lend], r1["segment_bytes"], mpfb, "l1 local")
+        lp["note"] = "size taken from r1 (same records)"
+        passes.append(lp)
+        if tuned:
+            # what the analysis in docs/benchmarks.md suggests: bigger broker socket send buffers (Kafka copies
+            # the whole remaining heap buffer of a remote fetch response on every socket write) and a plugin
+            # read-ahead that covers a whole fetch
+            ra = 4
+            log(f"kafka: restarting the broker with socket.send.buffer.bytes=-1 and read.ahead.chunks={ra}")
+            kc.broker_overrides["socket.send.buffer.bytes"] = -1
+            kc.update_rsm_config(**{"read.ahead.chunks": ra})
+            kc.restart_broker(0)
+            read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "warm-up after restart (not reported)")
+            for f in (mpfb, 4 * MIB):
+                passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], f, f"r1 tuned fetch {f // MIB} MiB"))
+            baseline("r1", "seq", f"r1 raw seq window {1 + ra}", sets={"read.ahead.chunks": ra})
+            passes.append(read_pass(kc, jmx, "r4", [{p: e} for p, e in r4["local_start"].items()], r4["segment_bytes"],
+                                    mpfb, "r4 tuned 4 consumers"))
+            baseline("r4", "seq", f"r4 raw seq window {1 + ra}, 4 partitions at once", "--concurrent-partitions",
+                     sets={"read.ahead.chunks": ra})
     finally:
         kc.close(keep_dir=bool(os.environ.get("FASTTIER_KEEP_TMP")))
 
 
 # ---------------------------------------------------------------------------------------------- report
+
+def _md(head, rows) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(x) for x in r) + " |")
+    return "\n".join(lines)
+
+
+def _load(x) -> str:
+    return f"{x['load']['other_jvms']} other JVMs, load {x['load']['loadavg1']:.1f}"
+
 
 def table(results: dict) -> str:
     rows = []
@@ -611,65 +656,104 @@ def table(results: dict) -> str:
         rows.append((bench, figure, value, baseline, ratio, target, note))
 
     k = results.get("kafka")
+    if k and not any(b["label"].startswith("r1 raw seq #") for b in k["baselines"]):
+        k = None  # an interrupted run: nothing to compare with
     if k:
         base = {b["label"]: b for b in k["baselines"]}
-        seq1 = [b for b in k["baselines"] if b["label"].startswith("r1 raw GET seq")]
-        seq1_mbps = max(b["mbps"] for b in seq1)
-        par1 = base.get("r1 raw GET parallel 16")
-        for p in k["passes"]:
-            lab = p["label"]
-            note = f"others' JVMs {p['load']['other_jvms']}, load {p['load']['loadavg1']}"
-            if lab.startswith("r1"):
-                row("1 remote read", f"{lab} (16 MiB fetch)" if "max.partition" not in lab else lab,
-                    f"{p['mbps']:.0f} MB/s", f"{seq1_mbps:.0f} MB/s raw seq", f"{p['mbps'] / seq1_mbps:.0%}", ">= 80%", note)
-            elif lab == "r4 1 consumer":
-                b = base["r4 raw GET seq, partitions one after another"]
-                row("1 remote read", "r4, 1 consumer", f"{p['mbps']:.0f} MB/s", f"{b['mbps']:.0f} MB/s raw seq",
-                    f"{p['mbps'] / b['mbps']:.0%}", ">= 80%", note)
-            elif lab == "r4 4 consumers":
-                b = base["r4 raw GET seq, 4 partitions at once"]
-                row("1 remote read", "r4, 4 consumers", f"{p['mbps']:.0f} MB/s", f"{b['mbps']:.0f} MB/s raw seq x4",
-                    f"{p['mbps'] / b['mbps']:.0%}", ">= 80%", note)
-            elif lab.startswith("l1"):
-                row("1 remote read", "same consumer, local (not tiered) data", f"{p['mbps']:.0f} MB/s", "", "", "",
-                    "client/broker ceiling without the plugin")
-        if par1:
-            row("1 remote read", "raw GET, 16 parallel (server ceiling)", f"{par1['mbps']:.0f} MB/s")
-        b4 = base.get("r4 raw GET parallel 16")
-        for lab in ("r1 engine streams, 1 per segment", "r1 engine streams, 1 per 16 MiB fetch"):
+        passes = {p["label"]: p for p in k["passes"]}
+        seq = max((b for b in k["baselines"] if b["label"].startswith("r1 raw seq #")), key=lambda b: b["mbps"])
+        w = seq["window"]
+
+        def vs(p, b, what, target=">= 80%"):
+            row("1 remote read", what, f"{p['mbps']:.0f} MB/s", f"{b['mbps']:.0f} MB/s {b['label'][3:]}",
+                f"{p['mbps'] / b['mbps']:.0%}", target, _load(p))
+
+        for lab in ("r1 #1", "r1 #2"):
+            if lab in passes:
+                vs(passes[lab], seq, f"1 partition, fetch 16 MiB ({lab[3:]})")
+        for f in (1, 4, 32):
+            lab = f"r1 fetch {f} MiB"
+            if lab in passes:
+                vs(passes[lab], seq, f"1 partition, fetch {f} MiB" + (" (client default)" if f == 1 else ""))
+        if "r4 1 consumer" in passes:
+            vs(passes["r4 1 consumer"], base["r4 raw seq, one partition after another"], "4 partitions, 1 consumer")
+        if "r4 4 consumers" in passes:
+            vs(passes["r4 4 consumers"], base["r4 raw seq, 4 partitions at once"], "4 partitions, 4 consumers")
+        for lab, b in (("r1 tuned fetch 16 MiB", "r1 raw seq window 5"), ("r1 tuned fetch 4 MiB", "r1 raw seq window 5"),
+                       ("r4 tuned 4 consumers", "r4 raw seq window 5, 4 partitions at once")):
+            if lab in passes and b in base:
+                vs(passes[lab], base[b], "tuned: " + lab.replace("r1 tuned ", "1 partition, ").replace(
+                    "r4 tuned ", "4 partitions, "))
+        if "l1 local" in passes:
+            p = passes["l1 local"]
+            row("1 reference", "same consumer, local (never tiered) data, fetch 16 MiB", f"{p['mbps']:.0f} MB/s",
+                f"{seq['mbps']:.0f} MB/s raw seq", f"{p['mbps'] / seq['mbps']:.0%}", "", "ceiling of consumer + broker")
+        for lab, what in (("r1 raw par16", "raw GET, 16 in flight, 1 partition"),
+                          ("r4 raw par16", "raw GET, 16 in flight, 4 partitions")):
             if lab in base:
-                row("1 remote read", lab.replace("r1 ", "engine only: "), f"{base[lab]['mbps']:.0f} MB/s",
-                    f"{seq1_mbps:.0f} MB/s raw seq", f"{base[lab]['mbps'] / seq1_mbps:.0%}", "", "no Kafka, no JNI")
+                row("1 reference", what + " (server ceiling)", f"{base[lab]['mbps']:.0f} MB/s", "", "", "", _load(base[lab]))
+        for lab in ("r1 engine, 1 stream per segment", "r1 engine, 1 stream per 16 MiB"):
+            if lab in base:
+                row("1 reference", lab.replace("r1 engine", "engine alone (no Kafka, no JNI)"),
+                    f"{base[lab]['mbps']:.0f} MB/s", f"{seq['mbps']:.0f} MB/s raw seq",
+                    f"{base[lab]['mbps'] / seq['mbps']:.0%}", "", _load(base[lab]))
     c = results.get("copy")
     if c:
         e, r = max(c["engine_mbps"]), max(c["raw_put_mbps"])
-        row("2 segment copy", f"engine copy of {c['bytes'] // MIB} MiB (best of {len(c['engine_mbps'])})",
-            f"{e:.0f} MB/s", f"{r:.0f} MB/s raw PUT", f"{e / r:.0%}", "",
-            f"runs {fmt_list(c['engine_mbps'])} vs {fmt_list(c['raw_put_mbps'])}")
+        row("2 segment copy", f"engine copy of a {c['bytes'] // MIB} MiB segment (best of {len(c['engine_mbps'])})",
+            f"{e:.0f} MB/s", f"{r:.0f} MB/s raw multipart PUT", f"{e / r:.0%}", "",
+            f"runs {fmt_list(c['engine_mbps'])} vs {fmt_list(c['raw_put_mbps'])} MB/s; {_load({'load': results['load_native']})}")
     m = results.get("mem_copy")
     if m:
         row("3a memory", f"peak RSS added by copying {m['bytes'] // MIB} MiB", f"{m['peak_delta_mib']:.0f} MiB",
-            f"{m['bound_mib']:.0f} MiB parts in flight", "", "< 128 MiB")
+            f"{m['bound_mib']:.0f} MiB = parts in flight", "", "< 128 MiB",
+            f"part {m['part_bytes'] // MIB} MiB x (concurrency {m['upload_concurrency']} + 1)")
     ms = results.get("mem_streams")
     if ms:
         for r in ms["runs"]:
-            row("3b memory", f"RSS per open stream, N={r['n']}", f"{r['per_stream_mib']:.1f} MiB",
+            row("3b memory", f"RSS per open stream, {r['n']} streams", f"{r['per_stream_mib']:.1f} MiB",
                 f"chunk {ms['chunk_bytes'] // MIB} MiB", f"{r['per_stream_chunks']:.2f} chunks", "small multiple",
-                f"cache {ms['cache_capacity'] // MIB} MiB shared, read-ahead {ms['read_ahead_chunks']}")
+                f"cache {ms['cache_capacity'] // MIB} MiB shared (held {r['cache_bytes'] // MIB} MiB), "
+                f"read-ahead {ms['read_ahead_chunks']}")
     if k:
         for p in k["passes"]:
-            if p["label"] in ("r1 pass 2", "r4 4 consumers", "l1 local (not tiered)"):
+            if p["label"] in ("r1 #1", "r4 4 consumers", "r1 fetch 32 MiB", "l1 local"):
                 b = p["broker"]
                 row("3c broker memory", f"broker during {p['label']}",
                     f"RSS +{b['rss_peak_mib'] - b['rss_before_mib']:.0f} MiB (peak {b['rss_peak_mib']:.0f})",
                     f"heap used peak {b['heap_used_peak_mib']:.0f} MiB", "", "",
-                    f"-Xmx{b['xmx']}, heap committed {b['heap_committed_before_mib']:.0f}->{b['heap_committed_peak_mib']:.0f} MiB, "
-                    f"plugin cache {p['metrics'].get('cache-bytes', float('nan')) / MIB:.0f} MiB")
-    head = ("benchmark", "figure", "value", "baseline", "ratio", "target", "notes")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(x) for x in r) + " |")
-    return "\n".join(lines)
+                    f"-Xmx{b['xmx']}; heap committed {b['heap_committed_before_mib']:.0f} -> "
+                    f"{b['heap_committed_peak_mib']:.0f} MiB; plugin cache {p['metrics'].get('cache-bytes', 0) / MIB:.0f} MiB")
+    return _md(("benchmark", "figure", "value", "baseline", "ratio", "target", "notes"), rows)
+
+
+def time_table(results: dict) -> str:
+    """Where the time of a remote read goes, per fetch the broker served from the plugin."""
+    k = results.get("kafka")
+    if not k:
+        return ""
+    rows = []
+    for p in k["passes"]:
+        m, cpu = p["metrics"], p["cpu"]
+        n = m.get("remote_reads") or 0
+        if not n:
+            continue
+        th = cpu["broker_threads"]
+        pick = lambda *prefixes: sum(v for t, v in th.items() if t.startswith(prefixes))  # noqa: E731
+        rows.append((
+            p["label"], f"{p['mbps']:.0f}", f"{n:.0f}", f"{m['fetch-bytes-total'] / max(n, 1) / MIB:.1f}",
+            f"{cpu['wall_secs'] / n * 1000:.1f}", f"{m['remote_read_ms_mean']:.1f}",
+            f"{pick('data-plane-kafka-network') / n * 1000:.1f}", f"{pick('data-plane-kafka-request') / n * 1000:.1f}",
+            f"{pick('remote-log-reader') / n * 1000:.1f}", f"{pick('fasttier-rt') / n * 1000:.1f}",
+            f"{pick('GC Thread', 'GN Conc', 'GN Refine', 'GN Main', 'GN Service', 'VM Thread', 'G1 ') / n * 1000:.1f}",
+            f"{cpu['broker_secs']:.2f}", f"{cpu['minio_secs']:.2f}", f"{cpu['consumer_secs']:.2f}",
+            f"{m['cache-hits-total']:.0f}/{m['cache-misses-total']:.0f}", f"{m['store-get-requests-total']:.0f}",
+        ))
+    head = ("pass", "MB/s", "remote fetches", "MiB/fetch", "wall ms/fetch", "RLM.read ms/fetch",
+            "network thread CPU ms/fetch", "request handler CPU ms/fetch", "reader thread CPU ms/fetch",
+            "plugin runtime CPU ms/fetch",
+            "GC CPU ms/fetch", "broker CPU s", "MinIO CPU s", "consumer CPU s", "cache hits/misses", "GETs")
+    return _md(head, rows)
 
 
 def main() -> int:
@@ -677,7 +761,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="native,kafka")
     ap.add_argument("--quick", action="store_true", help="smaller data (a smoke run, figures not meaningful)")
-    ap.add_argument("--sweep", action="store_true", help="also read with other max.partition.fetch.bytes")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the reads with other max.partition.fetch.bytes")
+    ap.add_argument("--no-tuned", action="store_true", help="skip the reads with a tuned broker and plugin")
     ap.add_argument("--out", default=str(REPO / "build" / "bench"))
     ap.add_argument("--value-bytes", type=int, default=None, help=f"record value size (default {VALUE_BYTES})")
     ap.add_argument("--wait-quiet", type=float, default=0,
@@ -704,7 +789,7 @@ def main() -> int:
         if "native" in only:
             run_native(s3, work, results, a.quick)
         if "kafka" in only:
-            run_kafka(s3, work, results, a.quick, a.sweep)
+            run_kafka(s3, work, results, a.quick, not a.no_sweep, not a.no_tuned)
     finally:
         s3.stop()
         if not os.environ.get("FASTTIER_KEEP_TMP"):
@@ -713,11 +798,16 @@ def main() -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         (out / f"results-{stamp}.json").write_text(json.dumps(results, indent=2))
         t = table(results)
-        (out / f"figures-{stamp}.md").write_text(t + "\n")
+        tt = time_table(results)
+        (out / f"figures-{stamp}.md").write_text(t + "\n\n" + tt + "\n")
         print()
         print(f"fasttier benchmarks ({results['machine']['cpus']} CPUs, {results['machine']['mem_mib']} MiB, "
               f"git {results['machine']['git']}, {results['total_secs']:.0f}s); results in {out}/results-{stamp}.json")
         print(t)
+        if tt:
+            print()
+            print("Where the time of a remote read goes (per fetch served by the plugin):")
+            print(tt)
     return 0
 
 

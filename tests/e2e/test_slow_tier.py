@@ -111,6 +111,9 @@ def test_bulk_read_back_from_offset_zero_is_identical(kc, bulk):
     assert not got.errors, got.errors[:5]
     assert got.duplicates == 0
     assert_same(bulk.produced.records, got.records, "bulk topic read from offset 0")
+    # copying and reading went without a single plugin warning
+    for i in range(kc.n):
+        assert not kc.plugin_problems(i), f"broker {i}: {kc.plugin_problems(i)[:5]}"
     # the first offsets really came from the remote tier, the last ones from local segments
     for p in range(bulk.partitions):
         assert got.first_offsets[p] == 0 < bulk.local_start[p] < bulk.produced.end_offsets()[p]
@@ -239,9 +242,14 @@ def test_large_segment_multipart_upload_reads_back_identical(kc, s3_server):
     """A 24 MiB segment is above the plugin's default multipart threshold (16 MiB): it is uploaded in
     parts, and reads back byte for byte (reads cross part and chunk boundaries)."""
     topic = "large"
-    kc.create_topic(topic, 1, config=tiered_config(**{"segment.bytes": 24 * SEGMENT_BYTES}))
-    produced = produce(kc, topic, 8_000, partitions=1, codecs=("none",), value_size=(2000, 6000), seed=5)
-    wait_all_tiered(kc, topic, 1)
+    # Local retention by size only: time-based local retention would roll the active segment early
+    # (the retention check rolls an active segment whose records are past local.retention.ms).
+    kc.create_topic(topic, 1, config=tiered_config(**{
+        "segment.bytes": 24 * SEGMENT_BYTES, "local.retention.ms": -2, "local.retention.bytes": SEGMENT_BYTES,
+    }))
+    produced = produce(kc, topic, 8_000, partitions=1, codecs=("none",), value_size=(2000, 6000), seed=5,
+                       ts0=int(time.time() * 1000))
+    wait_local_log_start_beyond(kc, topic, {0: 0}, timeout=240)  # the 24 MiB segment is remote only
     tid = kc.topic_id(topic)
     assert_segments_complete(kc, s3_server, topic, tid, 1)
     logs = [o for o in s3_server.list_objects(kc.prefix) if tid in o["Key"] and o["Key"].endswith(".log")]

@@ -170,7 +170,7 @@ class KafkaCluster:
         self.extra_env = dict(env or {})
         self.cluster_id = new_cluster_id()
         self._own_dir = base_dir is None
-        self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix=f"fasttier-{name}-"))
+        self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix=f"ft-e2e-{name}-"))
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._libs = kafka_libs(version)
         self._plugin_jars: list[Path] = []
@@ -530,6 +530,15 @@ class KafkaCluster:
 
     def grep_logs(self, pattern: str, flags: int = 0) -> dict[int, list[str]]:
         return {n.node_id: self.grep_log(n.node_id, pattern, flags) for n in self.nodes}
+
+    def plugin_problems(self, i: int, since: int = 0) -> list[str]:
+        """WARN/ERROR lines of broker i's log (from character offset `since`) that come from the plugin
+        (loggers io.fasttier.*, abbreviated "(i.f.") or carry its messages ("fasttier: ")."""
+        text = self.broker_log(i)[since:]
+        return [
+            l for l in text.splitlines()
+            if (" WARN " in l or " ERROR " in l) and ("(i.f." in l or "fasttier: " in l or "io.fasttier" in l)
+        ]
 
     def diagnostics(self, ids: Optional[Iterable[int]] = None, lines: int = 40) -> str:
         out = [repr(self)]

@@ -70,7 +70,7 @@ class S3Server:
         self.secret_key = secret_key
         self.region = DEFAULT_REGION
         self._own_dir = data_dir is None
-        self.base_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="fasttier-s3-"))
+        self.base_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="ft-e2e-s3-"))
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "minio.log"
         self.port = port or free_ports(1)[0]
