@@ -394,10 +394,11 @@ impl WalWriter {
             }
             None => clock_incarnation().max(seen + 1),
         };
-        let low_water = if run.next > run.first {
-            head.as_ref().map_or(run.first, |h| h.low_water).clamp(run.first, run.next - 1)
+        // Nothing below the run exists; with no run at all, nothing below `next_seq` does.
+        let (low_water, cleaned_below) = if run.next > run.first {
+            (head.as_ref().map_or(run.first, |h| h.low_water).clamp(run.first, run.next - 1), run.first)
         } else {
-            next_seq
+            (next_seq, next_seq)
         };
         let mut writer = WalWriter {
             store,
@@ -408,7 +409,7 @@ impl WalWriter {
             next_seq,
             prev_header_crc,
             low_water,
-            cleaned_below: run.first.min(low_water),
+            cleaned_below,
             head_next_seq: head_next,
             pending: None,
             fenced: None,
@@ -622,11 +623,26 @@ impl WalWriter {
         })
     }
 
-    /// Our conditional create of `seq` found an object there: decide whose it is.
+    /// Our conditional create of `seq` found an object there: decide whose it is. An object of our
+    /// pending object's size is read whole and compared byte for byte; any other only by its header.
     async fn resolve_conflict(&mut self, seq: u64) -> Result<Conflict> {
         let key = self.key(seq);
-        let existing = match self.store.get(&key).await {
-            Ok(b) => b,
+        let pending_len = self.pending.as_ref().map_or(0, |p| p.built.bytes.len() as u64);
+        let header = match self.store.head(&key).await {
+            Ok(meta) if meta.size == pending_len => match self.store.get(&key).await {
+                Ok(existing) => {
+                    if self.pending.as_ref().is_some_and(|p| p.built.bytes == existing) {
+                        return Ok(Conflict::Ours);
+                    }
+                    WalHeader::parse_prefix(&key, &existing)
+                }
+                Err(e) => Err(e),
+            },
+            Ok(_) => read_header(self.store.as_ref(), &key).await,
+            Err(e) => Err(e),
+        };
+        let header = match header {
+            Ok(h) => h,
             Err(e) if e.is_not_found() => {
                 self.check_head_fence().await?;
                 return Err(Error::Transient {
@@ -637,10 +653,6 @@ impl WalWriter {
             }
             Err(e) => return Err(e),
         };
-        if self.pending.as_ref().is_some_and(|p| p.built.bytes == existing) {
-            return Ok(Conflict::Ours);
-        }
-        let header = WalHeader::parse_prefix(&key, &existing)?;
         check_identity(&key, &header, self.broker_id, seq)?;
         self.judge(&key, header.stamp.incarnation)?;
         let free = self.prober().end_of_run(seq).await?;
@@ -754,6 +766,9 @@ enum Missing {
     Deleted { low_water: u64 },
 }
 
+/// Skips (policy [`BehindPolicy::SkipToOldest`]) one read may make before it returns `None` for now.
+const MAX_SKIPS_PER_READ: usize = 8;
+
 /// Follows one broker's stream in seq order, without listing. See the [module docs](self).
 pub struct WalReader {
     store: Arc<dyn ObjectStore>,
@@ -841,7 +856,7 @@ impl WalReader {
     /// The next object, whole and structurally validated (partition CRCs are checked by
     /// [`WalObject::range`]); `None` if it is not written yet.
     pub async fn next(&mut self) -> Result<Option<WalObject>> {
-        loop {
+        for _ in 0..MAX_SKIPS_PER_READ {
             let seq = self.next_seq;
             let key = self.key(seq);
             match self.store.get(&key).await {
@@ -857,12 +872,13 @@ impl WalReader {
                 return Ok(None);
             }
         }
+        Ok(None)
     }
 
     /// The next object's key and header only (ranged GETs), for readers that then fetch single partitions
     /// with [`WalReader::read_partition`]; `None` if it is not written yet.
     pub async fn next_header(&mut self) -> Result<Option<(String, WalHeader)>> {
-        loop {
+        for _ in 0..MAX_SKIPS_PER_READ {
             let seq = self.next_seq;
             let key = self.key(seq);
             match read_header(self.store.as_ref(), &key).await {
@@ -877,6 +893,7 @@ impl WalReader {
                 return Ok(None);
             }
         }
+        Ok(None)
     }
 
     /// One partition's verified bytes from the object at `key` with header `header` (one ranged GET).

@@ -168,6 +168,29 @@ async fn restart_recovers_from_missing_or_corrupt_head() {
 }
 
 #[tokio::test]
+async fn restart_never_reuses_seqs_of_vanished_objects() {
+    let (_, f, store) = faulty();
+    let mut w = writer(&store).await;
+    for tag in 0..3 {
+        w.append(&content(tag)).await.unwrap();
+    }
+    w.update_head().await.unwrap();
+    // An operator deletes every object but not the head.
+    for seq in 0..3 {
+        store.delete(&object_key(PREFIX, BROKER, seq)).await.unwrap();
+    }
+    let mut w2 = writer(&store).await;
+    assert_eq!((w2.next_seq(), w2.low_water(), w2.cleaned_below()), (3, 3, 3));
+    let a = w2.append(&content(3)).await.unwrap();
+    assert_eq!(a.seq, 3);
+    assert_eq!(a.header.stamp.prev_header_crc, 0);
+    f.reset_counters();
+    assert_eq!(w2.advance_low_water(100).await.unwrap(), 0);
+    assert_eq!(f.calls(Op::Delete), 0);
+    assert_eq!(reader(&store, StartAt::Oldest).await.position(), 3);
+}
+
+#[tokio::test]
 async fn indeterminate_put_is_recognised_as_own_object() {
     let (_, f, store) = faulty();
     let mut w = writer(&store).await;
@@ -215,7 +238,7 @@ async fn vanished_conflict_object_is_transient_not_fenced() {
     // Something sits at seq 0, but the read-back after the 412 cannot find it (e.g. deleted in between).
     let key0 = object_key(PREFIX, BROKER, 0);
     store.put(&key0, Bytes::from_static(b"x"), PutOptions::default()).await.unwrap();
-    f.fail_next(Op::Get, 1, FaultKind::NotFound);
+    f.fail_next(Op::Head, 1, FaultKind::NotFound);
     let e = w.append(&content(0)).await.unwrap_err();
     assert!(matches!(e, Error::Transient { op: "wal_append", .. }), "{e}");
     assert!(!w.is_fenced());
@@ -312,16 +335,19 @@ async fn same_incarnation_collision_fences() {
 }
 
 /// Two writers append concurrently on a multi-threaded runtime: every seq has exactly one object, the older
-/// writer ends fenced, the newer never is, and the stream reads back gap-free with an intact chain.
+/// writer ends fenced (by a conflict or by its head check), the newer never is, and the stream reads back
+/// gap-free with an intact chain, each object holding what its writer appended at that seq.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_writers_never_fork_the_stream() {
     let mut fenced_rounds = 0;
     for round in 0..10u32 {
         let (_, f, store) = faulty();
-        // Fencing by object conflicts only (no head checks in append).
-        let opts = WalWriterOptions { fence_check_interval: None, ..Default::default() };
-        let mut old = WalWriter::open(store.clone(), PREFIX, BROKER, opts.clone()).await.unwrap();
+        // The zombie checks the head every 5 ms: until then only object conflicts can stop it, and however
+        // the race goes it must be stopped by then.
+        let zombie = WalWriterOptions { fence_check_interval: Some(Duration::from_millis(5)), ..Default::default() };
+        let mut old = WalWriter::open(store.clone(), PREFIX, BROKER, zombie).await.unwrap();
         old.append(&content(0)).await.unwrap();
+        let opts = WalWriterOptions { fence_check_interval: None, ..Default::default() };
         let new = WalWriter::open(store.clone(), PREFIX, BROKER, opts).await.unwrap();
         let run = |mut w: WalWriter, base: u32| async move {
             let mut mine = BTreeMap::new();
@@ -575,4 +601,74 @@ async fn retention_index_loads_and_drives_cleanup() {
     idx2.load(store.as_ref(), PREFIX, BROKER, w2.low_water()..w2.next_seq()).await.unwrap();
     assert_eq!((idx2.len(), idx2.oldest_seq()), (2, Some(3)));
     assert_eq!(idx2.low_water(i64::MAX, 0, |_, _, _| true), Some(4));
+}
+
+mod fault_schedules {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What goes wrong on one attempt of an append.
+    #[derive(Debug, Clone, Copy)]
+    enum Fault {
+        None,
+        /// The PUT never reaches the store.
+        PutBefore,
+        /// The PUT is stored but the caller sees a timeout.
+        PutAfter,
+        /// The PUT is stored, the caller sees a timeout, and the next read-back fails too.
+        PutAfterThenGet,
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        prop_oneof![Just(Fault::None), Just(Fault::PutBefore), Just(Fault::PutAfter), Just(Fault::PutAfterThenGet)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever mix of determinate and indeterminate failures happens, retrying with the same content
+        /// yields exactly the appended objects, in order, each once.
+        #[test]
+        fn retries_under_faults_give_exactly_the_appended_stream(
+            schedule in prop::collection::vec(prop::collection::vec(fault(), 0..4), 1..12),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (_, f, store) = faulty();
+                let mut w = writer(&store).await;
+                for (i, faults) in schedule.iter().enumerate() {
+                    let c = content(i as u32);
+                    for fault in faults {
+                        match fault {
+                            Fault::None => {}
+                            Fault::PutBefore => f.fail_next(Op::Put, 1, FaultKind::Transient),
+                            Fault::PutAfter => f.fail_next_after_apply(Op::Put, 1, FaultKind::Transient),
+                            Fault::PutAfterThenGet => {
+                                f.fail_next_after_apply(Op::Put, 1, FaultKind::Transient);
+                                f.fail_next(Op::Get, 1, FaultKind::Transient);
+                            }
+                        }
+                        // An attempt may still succeed (e.g. the read-back fault hits a later call).
+                        let _ = w.append(&c).await;
+                        f.clear_faults();
+                        if !w.has_pending() {
+                            break;
+                        }
+                    }
+                    if w.has_pending() || w.next_seq() == i as u64 {
+                        let a = w.append(&c).await.unwrap();
+                        assert_eq!(a.seq, i as u64);
+                    }
+                    assert_eq!(w.next_seq(), i as u64 + 1);
+                }
+                let all = read_all(&store).await;
+                assert_eq!(all.len(), schedule.len());
+                for (seq, (_, bytes)) in &all {
+                    let o = WalObject::parse("k", bytes.clone()).unwrap();
+                    assert_eq!(&content(*seq as u32).build(&o.header().stamp).unwrap().bytes, bytes);
+                }
+                assert_eq!(stored_seqs(&store).await, (0..schedule.len() as u64).collect::<Vec<_>>());
+            });
+        }
+    }
 }
