@@ -47,7 +47,7 @@ RSM = {
     "upload.concurrency": 4,
 }
 SEGMENT_BYTES = 64 * MIB
-VALUE_BYTES = 4000
+VALUE_BYTES = 32768  # large records: the Python consumer must not be what limits the read (see docs)
 BROKER_HEAP = "1g"
 
 
@@ -231,7 +231,7 @@ def fmt_list(v) -> str:
 # ---------------------------------------------------------------------------------------------- kafka
 
 def produce(kc: KafkaCluster, topic: str, partitions: int, bytes_per_partition: int) -> int:
-    """Incompressible 4000-byte values, no keys, round-robin over partitions. Returns records produced."""
+    """Incompressible VALUE_BYTES values, no keys, round-robin over partitions. Returns records produced."""
     from confluent_kafka import Producer
 
     p = Producer(kc.client_config(**{
@@ -337,6 +337,19 @@ class BrokerSampler:
         if self._jstat:
             self._jstat.terminate()
             self._jstat.wait(5)
+
+
+def nmt(pid: int) -> dict[str, float]:
+    """Committed MiB per category from `jcmd <pid> VM.native_memory summary` (plus "Total")."""
+    r = subprocess.run(["jcmd", str(pid), "VM.native_memory", "summary", "scale=MB"], capture_output=True,
+                       text=True, timeout=60)
+    out: dict[str, float] = {}
+    m = re.search(r"Total: reserved=(\d+)MB, committed=(\d+)MB", r.stdout)
+    if m:
+        out["Total"] = float(m.group(2))
+    for m in re.finditer(r"^-\s+(.+?) \(reserved=(\d+)MB, committed=(\d+)MB\)", r.stdout, re.M):
+        out[m.group(1).strip()] = float(m.group(3))
+    return out
 
 
 class Jmx:
@@ -452,6 +465,7 @@ def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
     time.sleep(2.0)
     rss1 = BrokerSampler.rss_kib(pid)
     heap1 = BrokerSampler.heap_kib(pid)
+    nmt1 = nmt(pid)
     after = jmx.read(names)
     m = metrics_delta(before, after, topic)
     # Kafka's own timer of RemoteLogManager.read (index lookup, plugin stream, reading max bytes)
@@ -481,6 +495,8 @@ def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
             "heap_committed_peak_mib": max(sampler.heap_committed or [heap0[1]]) / 1024,
             "heap_committed_after_mib": heap1[1] / 1024,
             "xmx": BROKER_HEAP,
+            "nmt_after_mib": nmt1,
+            "rss_minus_nmt_after_mib": rss1 / 1024 - nmt1.get("Total", 0.0),
         },
         "metrics": m,
         "cpu": {
@@ -503,6 +519,7 @@ def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
     log(f"    CPU seconds: broker {cpu['broker_secs']:.2f} (top threads: {top}), MinIO {cpu['minio_secs']:.2f}, "
         f"consumer {cpu['consumer_secs']:.2f}, in {cpu['wall_secs']:.2f}s on {os.cpu_count()} CPUs")
     b = out["broker"]
+    log(f"    NMT after (MiB committed): {nmt1}; RSS - NMT total = {b['rss_minus_nmt_after_mib']:.0f} MiB")
     log(f"    broker RSS {b['rss_before_mib']:.0f} -> peak {b['rss_peak_mib']:.0f} -> {b['rss_after_mib']:.0f} MiB; "
         f"heap used {b['heap_used_before_mib']:.0f} -> peak {b['heap_used_peak_mib']:.0f} MiB, committed "
         f"{b['heap_committed_before_mib']:.0f} -> {b['heap_committed_peak_mib']:.0f} MiB (-Xmx{BROKER_HEAP})")
@@ -533,6 +550,9 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool,
         "-Djava.rmi.server.hostname=127.0.0.1",
         "-Dcom.sun.management.jmxremote.authenticate=false",
         "-Dcom.sun.management.jmxremote.ssl=false",
+        # JVM-side native memory by category (heap, threads, NIO direct buffers under "Other", ...); the
+        # plugin's Rust allocations are not tracked, so RSS minus NMT's total is roughly the plugin's share
+        "-XX:NativeMemoryTracking=summary",
     ]
     kc = KafkaCluster(
         1, plugin=True, s3=s3, heap=BROKER_HEAP, rsm_config=dict(RSM), jvm_args=jvm, name="bench",
@@ -616,18 +636,25 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool,
         lp["note"] = "size taken from r1 (same records)"
         passes.append(lp)
         if tuned:
-            # what the analysis in docs/benchmarks.md suggests: bigger broker socket send buffers (Kafka copies
-            # the whole remaining heap buffer of a remote fetch response on every socket write) and a plugin
-            # read-ahead that covers a whole fetch
+            # What the analysis in docs/benchmarks.md points at, one change at a time: (1) the broker's socket
+            # send buffer (Kafka copies the whole remaining heap buffer of a remote fetch response into a
+            # temporary direct buffer on every socket write, so a small SO_SNDBUF makes that quadratic), then
+            # (2) a plugin read-ahead that covers a whole fetch.
+            log("kafka: restarting the broker with socket.send.buffer.bytes=-1 (OS autotuning)")
+            kc.broker_overrides["socket.send.buffer.bytes"] = -1
+            kc.restart_broker(0)
+            read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "warm-up after restart (not reported)")
+            passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "r1 sndbuf fetch 16 MiB"))
             ra = 4
             log(f"kafka: restarting the broker with socket.send.buffer.bytes=-1 and read.ahead.chunks={ra}")
-            kc.broker_overrides["socket.send.buffer.bytes"] = -1
             kc.update_rsm_config(**{"read.ahead.chunks": ra})
             kc.restart_broker(0)
             read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "warm-up after restart (not reported)")
             for f in (mpfb, 4 * MIB):
                 passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], f, f"r1 tuned fetch {f // MIB} MiB"))
             baseline("r1", "seq", f"r1 raw seq window {1 + ra}", sets={"read.ahead.chunks": ra})
+            baseline("r1", "engine", f"r1 engine read-ahead {ra}, 1 stream per 16 MiB", "--fetch-bytes", str(mpfb),
+                     sets={"read.ahead.chunks": ra})
             passes.append(read_pass(kc, jmx, "r4", [{p: e} for p, e in r4["local_start"].items()], r4["segment_bytes"],
                                     mpfb, "r4 tuned 4 consumers"))
             baseline("r4", "seq", f"r4 raw seq window {1 + ra}, 4 partitions at once", "--concurrent-partitions",
@@ -679,10 +706,12 @@ def table(results: dict) -> str:
             vs(passes["r4 1 consumer"], base["r4 raw seq, one partition after another"], "4 partitions, 1 consumer")
         if "r4 4 consumers" in passes:
             vs(passes["r4 4 consumers"], base["r4 raw seq, 4 partitions at once"], "4 partitions, 4 consumers")
+        if "r1 sndbuf fetch 16 MiB" in passes:
+            vs(passes["r1 sndbuf fetch 16 MiB"], seq, "broker socket.send.buffer.bytes=-1: 1 partition, fetch 16 MiB")
         for lab, b in (("r1 tuned fetch 16 MiB", "r1 raw seq window 5"), ("r1 tuned fetch 4 MiB", "r1 raw seq window 5"),
                        ("r4 tuned 4 consumers", "r4 raw seq window 5, 4 partitions at once")):
             if lab in passes and b in base:
-                vs(passes[lab], base[b], "tuned: " + lab.replace("r1 tuned ", "1 partition, ").replace(
+                vs(passes[lab], base[b], "+ read.ahead.chunks=4: " + lab.replace("r1 tuned ", "1 partition, ").replace(
                     "r4 tuned ", "4 partitions, "))
         if "l1 local" in passes:
             p = passes["l1 local"]
@@ -692,11 +721,12 @@ def table(results: dict) -> str:
                           ("r4 raw par16", "raw GET, 16 in flight, 4 partitions")):
             if lab in base:
                 row("1 reference", what + " (server ceiling)", f"{base[lab]['mbps']:.0f} MB/s", "", "", "", _load(base[lab]))
-        for lab in ("r1 engine, 1 stream per segment", "r1 engine, 1 stream per 16 MiB"):
-            if lab in base:
+        for lab, ref in (("r1 engine, 1 stream per segment", seq), ("r1 engine, 1 stream per 16 MiB", seq),
+                         ("r1 engine read-ahead 4, 1 stream per 16 MiB", base.get("r1 raw seq window 5"))):
+            if lab in base and ref:
                 row("1 reference", lab.replace("r1 engine", "engine alone (no Kafka, no JNI)"),
-                    f"{base[lab]['mbps']:.0f} MB/s", f"{seq['mbps']:.0f} MB/s raw seq",
-                    f"{base[lab]['mbps'] / seq['mbps']:.0%}", "", _load(base[lab]))
+                    f"{base[lab]['mbps']:.0f} MB/s", f"{ref['mbps']:.0f} MB/s {ref['label'][3:]}",
+                    f"{base[lab]['mbps'] / ref['mbps']:.0%}", "", _load(base[lab]))
     c = results.get("copy")
     if c:
         e, r = max(c["engine_mbps"]), max(c["raw_put_mbps"])
@@ -723,7 +753,9 @@ def table(results: dict) -> str:
                     f"RSS +{b['rss_peak_mib'] - b['rss_before_mib']:.0f} MiB (peak {b['rss_peak_mib']:.0f})",
                     f"heap used peak {b['heap_used_peak_mib']:.0f} MiB", "", "",
                     f"-Xmx{b['xmx']}; heap committed {b['heap_committed_before_mib']:.0f} -> "
-                    f"{b['heap_committed_peak_mib']:.0f} MiB; plugin cache {p['metrics'].get('cache-bytes', 0) / MIB:.0f} MiB")
+                    f"{b['heap_committed_peak_mib']:.0f} MiB; plugin cache {p['metrics'].get('cache-bytes', 0) / MIB:.0f} MiB; "
+                    f"after: NMT total {b['nmt_after_mib'].get('Total', 0):.0f} MiB (NIO/other "
+                    f"{b['nmt_after_mib'].get('Other', 0):.0f}), RSS outside NMT {b['rss_minus_nmt_after_mib']:.0f} MiB")
     return _md(("benchmark", "figure", "value", "baseline", "ratio", "target", "notes"), rows)
 
 

@@ -172,11 +172,16 @@ class KafkaCluster:
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix=f"ft-e2e-{name}-"))
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self._libs = kafka_libs(version)
         self._plugin_jars: list[Path] = []
         self.plugin_dir: Optional[Path] = None
-        if plugin:
-            self._snapshot_plugin()
+        try:
+            self._libs = kafka_libs(version)
+            if plugin:
+                self._snapshot_plugin()
+        except BaseException:
+            if self._own_dir:
+                shutil.rmtree(self.base_dir, ignore_errors=True)
+            raise
         ports = free_ports(2 * n_brokers)
         self.nodes = [
             Node(i, ports[2 * i], ports[2 * i + 1], self.base_dir / f"node-{i}") for i in range(n_brokers)

@@ -31,6 +31,7 @@ use fasttier_core::format::manifest::IndexKind;
 use fasttier_core::metrics::{Metric, Metrics};
 use fasttier_core::runtime::{shared, RuntimeLease};
 use fasttier_core::slow::CopyRequest;
+use fasttier_core::store::faulty::{FaultyStore, Op};
 use fasttier_core::store::{CompletedPart, ObjectStore, PutOptions};
 use fasttier_core::upload::read_at;
 use serde_json::{json, Value};
@@ -46,6 +47,10 @@ struct Cli {
     /// Plugin setting KEY=VALUE without the rsm.config. prefix (repeatable), as a broker would pass it.
     #[arg(long = "set", global = true)]
     set: Vec<String>,
+    /// Add this delay before every ranged GET (a model of a distant object store's time to first byte;
+    /// loopback MinIO answers in well under a millisecond).
+    #[arg(long, global = true, default_value_t = 0)]
+    get_latency_ms: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -136,7 +141,7 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn new(set: &[String]) -> Ctx {
+    fn new(set: &[String], get_latency_ms: u64) -> Ctx {
         let mut map = BTreeMap::new();
         for kv in set {
             let (k, v) = kv.split_once('=').unwrap_or_else(|| fail(format!("--set {kv}: expected KEY=VALUE")));
@@ -144,7 +149,12 @@ impl Ctx {
         }
         let config = Config::from_map(&map).unwrap_or_else(|e| fail(e));
         let runtime = shared(config.worker_threads, config.max_blocking_threads).unwrap_or_else(|e| fail(e));
-        let store = runtime.handle().block_on(open_store(&config)).unwrap_or_else(|e| fail(e));
+        let mut store = runtime.handle().block_on(open_store(&config)).unwrap_or_else(|e| fail(e));
+        if get_latency_ms > 0 {
+            let faulty = FaultyStore::new(store);
+            faulty.set_latency(Op::GetRange, Duration::from_millis(get_latency_ms));
+            store = Arc::new(faulty);
+        }
         Ctx { config, runtime, store }
     }
 
@@ -603,6 +613,7 @@ fn get_bench(
     parallel: usize,
     fetch_bytes: u64,
     limit_bytes: u64,
+    get_latency_ms: u64,
 ) {
     let all = list_segments(c, topic, topic_id);
     let mut by_partition: BTreeMap<i32, Vec<(SegmentRef, String, u64)>> = BTreeMap::new();
@@ -731,19 +742,21 @@ fn get_bench(
         "window": window,
         "parallel": parallel,
         "fetch_bytes": fetch_bytes,
+        "get_latency_ms": get_latency_ms,
         "metrics": if mode == GetMode::Engine { metrics_json(engine.metrics()) } else { Value::Null },
     }));
 }
 
 fn main() {
     let cli = Cli::parse();
+    let ctx = || Ctx::new(&cli.set, cli.get_latency_ms);
     match &cli.cmd {
         Cmd::Mkfile { file, mib } => mkfile(file, *mib),
-        Cmd::Copy { file, reps } => copy_bench(&Ctx::new(&cli.set), file, *reps),
-        Cmd::MemCopy { file, keep, topic, topic_id } => mem_copy(&Ctx::new(&cli.set), file, *keep, topic, topic_id),
-        Cmd::MemStreams { topic, topic_id, n } => mem_streams(&Ctx::new(&cli.set), topic, topic_id, n),
+        Cmd::Copy { file, reps } => copy_bench(&ctx(), file, *reps),
+        Cmd::MemCopy { file, keep, topic, topic_id } => mem_copy(&ctx(), file, *keep, topic, topic_id),
+        Cmd::MemStreams { topic, topic_id, n } => mem_streams(&ctx(), topic, topic_id, n),
         Cmd::Get { topic, topic_id, mode, concurrent_partitions, parallel, fetch_bytes, limit_bytes } => get_bench(
-            &Ctx::new(&cli.set),
+            &ctx(),
             topic,
             topic_id,
             *mode,
@@ -751,6 +764,7 @@ fn main() {
             *parallel,
             *fetch_bytes,
             *limit_bytes,
+            cli.get_latency_ms,
         ),
     }
 }
