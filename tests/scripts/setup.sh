@@ -57,15 +57,17 @@ mkdir -p "$CACHE"
 # ------------------------------------------------------------------------------------------ 1. pip
 if [[ "${FASTTIER_SKIP_PIP:-0}" != "1" ]]; then
   req="$TESTS_DIR/requirements.txt"
-  stamp="$CACHE/pip-requirements.sha256"
-  want="$( (sha256sum "$req"; "$PYTHON" --version 2>&1; command -v "$PYTHON") | sha256sum | cut -d' ' -f1)"
+  # one stamp per interpreter (several Pythons on one machine each need the packages)
+  pyid="$("$PYTHON" -c 'import sys; print(sys.prefix, sys.version)' | sha256sum | cut -c1-16)"
+  stamp="$CACHE/pip-requirements-$pyid.sha256"
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
       && "$PYTHON" -c 'import confluent_kafka, boto3, pytest, pytest_timeout' 2>/dev/null; then
     log "python deps: up to date ($req)"
   else
     log "python deps: pip install -r $req"
     t0=$(date +%s)
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check -r "$req"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r "$req"
     "$PYTHON" -c 'import confluent_kafka; print("  confluent-kafka", confluent_kafka.version(), "librdkafka", confluent_kafka.libversion()[0])'
     echo "$want" > "$stamp"
     log "python deps: installed in $(( $(date +%s) - t0 ))s"
