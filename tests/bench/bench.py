@@ -213,6 +213,18 @@ def run_native(s3: S3Server, work: Path, results: dict, quick: bool) -> None:
     results["mem_streams"] = native(s3, prefix, "mem-streams", "--n", "4,16" if quick else "16,64")
     for r in results["mem_streams"]["runs"]:
         log(f"  N={r['n']}: {r['per_stream_mib']:.2f} MiB/stream = {r['per_stream_chunks']:.2f} chunks")
+    # The read path against a distant store, modelled by 20 ms before every GET (fasttier-bench
+    # --get-latency-ms): does the engine keep 1 + read.ahead.chunks GETs in flight, like the raw reader?
+    log("native: engine read vs raw GETs with 20 ms per GET (model of a distant store), first 256 MiB")
+    results["latency_model"] = []
+    tm = ["--topic", "bench-mem", "--topic-id", "QmVuY2hNZW1Ub3BpY0lkMQ", "--limit-bytes", str(256 * MIB)]
+    for ra in (1, 4):
+        for mode, extra in (("engine", ["--fetch-bytes", str(16 * MIB)]), ("seq", [])):
+            r = native(s3, prefix, "--get-latency-ms", "20", "get", *tm, "--mode", mode, *extra,
+                       sets={"read.ahead.chunks": ra})
+            r["read_ahead_chunks"] = ra
+            results["latency_model"].append(r)
+            log(f"  read-ahead {ra}: {mode} {r['mbps']:.0f} MB/s")
     for f in work.glob("00000000000000000000.*"):
         f.unlink()
     delete_prefix(s3, prefix)
@@ -727,6 +739,14 @@ def table(results: dict) -> str:
                 row("1 reference", lab.replace("r1 engine", "engine alone (no Kafka, no JNI)"),
                     f"{base[lab]['mbps']:.0f} MB/s", f"{ref['mbps']:.0f} MB/s {ref['label'][3:]}",
                     f"{base[lab]['mbps'] / ref['mbps']:.0%}", "", _load(base[lab]))
+    lm = results.get("latency_model") or []
+    for ra in (1, 4):
+        e = [r for r in lm if r["read_ahead_chunks"] == ra and r["mode"] == "engine"]
+        q = [r for r in lm if r["read_ahead_chunks"] == ra and r["mode"] == "seq"]
+        if e and q:
+            row("1 model", f"engine alone, 20 ms per GET, read-ahead {ra}", f"{e[0]['mbps']:.0f} MB/s",
+                f"{q[0]['mbps']:.0f} MB/s raw seq window {q[0]['window']}", f"{e[0]['mbps'] / q[0]['mbps']:.0%}", "",
+                "distant store modelled by a fixed delay per GET; CPU-insensitive")
     c = results.get("copy")
     if c:
         e, r = max(c["engine_mbps"]), max(c["raw_put_mbps"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -248,7 +249,7 @@ def test_large_segment_multipart_upload_reads_back_identical(kc, s3_server):
         "segment.bytes": 24 * SEGMENT_BYTES, "local.retention.ms": -2, "local.retention.bytes": SEGMENT_BYTES,
     }))
     produced = produce(kc, topic, 8_000, partitions=1, codecs=("none",), value_size=(2000, 6000), seed=5,
-                       ts0=int(time.time() * 1000))
+                       ts0=int(time.time() * 1000) - 600_000)
     wait_local_log_start_beyond(kc, topic, {0: 0}, timeout=240)  # the 24 MiB segment is remote only
     tid = kc.topic_id(topic)
     assert_segments_complete(kc, s3_server, topic, tid, 1)
@@ -307,6 +308,67 @@ def test_s3_outage_copies_resume_nothing_lost(kc, s3_server):
     got = consume_all(kc, topic, produced.end_offsets(), timeout=240)
     assert not got.errors, got.errors[:5]
     assert_same(produced.records, got.records, "after the S3 outage")
+    brokers_alive(kc)
+
+
+def test_leader_killed_during_copy_no_loss_no_orphans(kc, s3_server):
+    """SIGKILL the leader while it copies a 24 MiB segment (multipart upload in flight): acks=all records
+    are not lost, the new leader copies the segment again, and the crashed attempt's objects do not stay
+    behind as a half-written segment (Kafka deletes the dangling COPY_SEGMENT_STARTED attempt through
+    deleteLogSegmentData). Everything reads back identical."""
+    topic, victim = "killcopy", 2
+    kc.create_topic(topic, replica_assignment=[[victim, 0, 1]], config=tiered_config(**{
+        "segment.bytes": 24 * SEGMENT_BYTES, "local.retention.ms": -2, "local.retention.bytes": SEGMENT_BYTES,
+    }))
+    tid = kc.topic_id(topic)
+    needle = f"partition={tid}:{topic}-0] Copying 00000000000000000000.log"
+    log_path = kc.nodes[victim].log_path
+    start = log_path.stat().st_size
+    fired: dict = {}
+
+    def watch():  # kill the leader the moment it starts copying the first segment
+        deadline = time.monotonic() + 180
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            buf = b""
+            while time.monotonic() < deadline and not fired:
+                chunk = f.read()
+                if chunk:
+                    buf = buf[-4096:] + chunk
+                    if needle.encode() in buf:
+                        kc.nodes[victim].proc._signal_group(9)
+                        fired["at"] = time.monotonic()
+                        return
+                else:
+                    time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    produced = produce(kc, topic, 8_000, partitions=1, codecs=("none",), value_size=(2000, 6000), seed=9,
+                       ts0=int(time.time() * 1000) - 600_000)
+    watcher.join(200)
+    assert fired, "the leader never started copying the first segment"
+    kc.nodes[victim].proc.wait(30)
+    kc.kill_broker(victim)  # reap it
+    tail = log_path.read_text("utf-8", "replace")[start:]
+    mid_copy = f"partition={tid}:{topic}-0] Copied 00000000000000000000.log" not in tail
+    print(f"leader {victim} killed {'during' if mid_copy else 'right after'} the copy of segment 0")
+
+    kc.start_broker(victim)
+    kc.wait_for_isr(topic, 3, timeout=180)
+    wait_local_log_start_beyond(kc, topic, {0: 0}, timeout=240)
+
+    def no_orphans():
+        kc.check_alive()
+        po = topic_objects(s3_server, tid, kc.prefix)
+        return po if len(po.logs) == len(po.indexes) == len(po.manifests) == po.complete_segments() else None
+
+    objs = wait_until(no_orphans, 180, 2.0, lambda: f"no half-written segment of {topic} in S3: "
+                      f"{topic_objects(s3_server, tid, kc.prefix).keys}")
+    assert objs.logs
+    got = consume_all(kc, topic, produced.end_offsets(), timeout=240)
+    assert not got.errors, got.errors[:5]
+    assert_same(produced.records, got.records, "after the leader was killed mid-copy")
     brokers_alive(kc)
 
 
