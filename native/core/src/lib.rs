@@ -8,6 +8,8 @@
 //! * [`upload`] — bounded-memory uploads of local files (multipart);
 //! * [`read`] — verified chunk reads, the chunk cache and lazy segment streams;
 //! * [`slow`] — the slow tier (KIP-405): copy, fetch, fetch index, delete;
+//! * [`tail`] — reading new complete record batches of a live partition directory (fast tier input);
+//! * [`wal`] — the fast tier's combined WAL objects and per-broker object stream;
 //! * [`runtime`] — the shared, bounded tokio runtime;
 //! * [`metrics`] — counters exported to the broker's metrics.
 

@@ -85,7 +85,8 @@ impl SlowTier {
     /// Copies one segment: `.log`, then `.indexes`, then `.manifest`. On failure or cancellation the
     /// objects written so far are removed (best effort; Kafka also deletes failed copies).
     pub async fn copy_segment(&self, req: CopyRequest, cancel: &Cancel) -> Result<SegmentManifest> {
-        let result = self.copy_inner(&req, cancel).await;
+        let mut written = Vec::new();
+        let result = self.copy_inner(&req, cancel, &mut written).await;
         match &result {
             Ok(m) => {
                 self.metrics.inc(Metric::CopySegments);
@@ -97,15 +98,27 @@ impl SlowTier {
                 } else {
                     self.metrics.inc(Metric::CopyErrors);
                 }
-                if let Err(cleanup) = self.delete_objects(&req.segment).await {
-                    tracing::warn!("clean-up after failed copy failed: {cleanup}");
+                // Only what this attempt actually wrote (a started multipart upload was aborted already).
+                for key in &written {
+                    self.metrics.inc(Metric::StoreDeletes);
+                    if let Err(cleanup) = self.store.delete(key).await {
+                        tracing::warn!(
+                            "could not remove an object of a failed copy (Kafka deletes failed copies later): {cleanup}"
+                        );
+                        break;
+                    }
                 }
             }
         }
         result
     }
 
-    async fn copy_inner(&self, req: &CopyRequest, cancel: &Cancel) -> Result<SegmentManifest> {
+    async fn copy_inner(
+        &self,
+        req: &CopyRequest,
+        cancel: &Cancel,
+        written: &mut Vec<String>,
+    ) -> Result<SegmentManifest> {
         let seg = &req.segment;
         let prefix = &self.settings.prefix;
         let log_key = seg.log_key(prefix);
@@ -119,6 +132,7 @@ impl SlowTier {
             &self.metrics,
         )
         .await?;
+        written.push(log_key.clone());
 
         let mut sources: Vec<(IndexKind, Option<Bytes>)> = Vec::with_capacity(5);
         for (kind, path) in [
@@ -155,6 +169,7 @@ impl SlowTier {
         let indexes_size = body.len() as u64;
         self.metrics.inc(Metric::StorePuts);
         cancel.run("put", &indexes_key, self.store.put(&indexes_key, body.freeze(), PutOptions::default())).await?;
+        written.push(indexes_key.clone());
 
         let manifest = SegmentManifest {
             format: SegmentManifest::FORMAT.to_string(),
@@ -417,6 +432,28 @@ mod tests {
         let mut f = fixture(1000, false);
         f.req.segment_size = 2000;
         assert!(t.copy_segment(f.req.clone(), &Cancel::new()).await.unwrap_err().to_string().contains("shorter"));
+    }
+
+    #[tokio::test]
+    async fn failed_copy_removes_only_what_it_wrote() {
+        use crate::store::faulty::{FaultKind, FaultyStore, Op};
+        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new()) as Arc<dyn ObjectStore>));
+        let t = tier(faulty.clone());
+        let f = fixture(1000, false);
+        // Outage: nothing is written, so no clean-up requests are sent either.
+        faulty.set_outage(true);
+        assert_eq!(
+            t.copy_segment(f.req.clone(), &Cancel::new()).await.unwrap_err().class(),
+            crate::error::ErrorClass::Retriable
+        );
+        assert_eq!(faulty.calls(Op::Delete), 0);
+        faulty.set_outage(false);
+        // The .log object is written, then reading an index fails: exactly that one object is removed.
+        let mut f2 = fixture(1000, false);
+        f2.req.producer_snapshot = PathBuf::from("/nonexistent/0.snapshot");
+        assert!(t.copy_segment(f2.req.clone(), &Cancel::new()).await.is_err());
+        assert_eq!(faulty.calls(Op::Delete), 1);
+        assert!(faulty.list("").await.unwrap().is_empty());
     }
 
     #[tokio::test]

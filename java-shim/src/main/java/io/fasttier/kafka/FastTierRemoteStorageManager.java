@@ -265,6 +265,8 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
                         // close() cancelled the operation under us; say so rather than "unknown handle"
                         throw new RemoteStorageException("fasttier: closed; cancelled the upload of " + c);
                     }
+                    // Kafka logs a failed copy without its cause (4.4: at INFO), so name it here.
+                    LOG.warn("fasttier: copy of {} failed: {}", c, RemoteErrors.messageOf(e));
                     throw RemoteErrors.toRemote(e);
                 }
                 if (done) {
