@@ -69,22 +69,34 @@ def bench_bin() -> str:
 
 # ---------------------------------------------------------------------------------------------- machine
 
-def other_jvms(own: set[int]) -> int:
-    n = 0
+def _jvm_cpu(own: set[int]) -> dict[int, float]:
+    out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) in own:
             continue
         try:
-            exe = os.readlink(d / "exe")
+            if not os.readlink(d / "exe").endswith("/java"):
+                continue
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if exe.endswith("/java"):
-            n += 1
-    return n
+        out[int(d.name)] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def other_jvms(own: set[int], sample: float = 0.5) -> tuple[int, int]:
+    """(JVMs running that are not ours, of which busy: used >= 10% of a CPU during `sample` seconds). An idle
+    Gradle daemon counts as running, not as busy."""
+    a = _jvm_cpu(own)
+    time.sleep(sample)
+    b = _jvm_cpu(own)
+    busy = sum(1 for pid, t in b.items() if t - a.get(pid, t) >= 0.1 * sample)
+    return len(b), busy
 
 
 def load_note(own: set[int] = frozenset()) -> dict:
-    return {"other_jvms": other_jvms(set(own)), "loadavg1": round(os.getloadavg()[0], 2)}
+    n, busy = other_jvms(set(own))
+    return {"other_jvms": n, "busy_other_jvms": busy, "loadavg1": round(os.getloadavg()[0], 2)}
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -427,20 +439,37 @@ def metrics_delta(before: dict, after: dict, topic: str) -> dict:
 def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_partition_fetch_bytes: int) -> dict:
     """One consumer process per group ({partition: end}), all started at once; returns the slowest."""
     procs = []
+    errs = []
     for g in groups:
+        errs.append(tempfile.TemporaryFile())
         end = ",".join(f"{p}:{e}" for p, e in sorted(g.items()))
         procs.append(subprocess.Popen(
             [sys.executable, str(HERE / "consume.py"), "--bootstrap", kc.bootstrap_servers(), "--topic", topic,
              "--end", end, "--max-partition-fetch-bytes", str(max_partition_fetch_bytes),
              "--batch-messages", str(max(1, MIB // VALUE_BYTES))],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            stdout=subprocess.PIPE, stderr=errs[-1], text=True))
     t0 = time.monotonic()
     outs = []
-    for p in procs:
-        o, e = p.communicate(timeout=900)
-        if not o.strip():
-            raise RuntimeError(f"consumer failed: {e[-2000:]}")
-        outs.append(json.loads(o.strip().splitlines()[-1]))
+    try:
+        for p, err in zip(procs, errs):
+            while p.poll() is None:
+                # a broker that died (or was killed from outside) must fail the run, not hang it
+                kc.check_alive()
+                if time.monotonic() - t0 > 900:
+                    raise RuntimeError("consumers did not finish in 900 s")
+                time.sleep(0.05)
+            o, _ = p.communicate()
+            if not o.strip():
+                err.seek(0)
+                raise RuntimeError(f"consumer failed: {err.read()[-2000:].decode(errors='replace')}")
+            outs.append(json.loads(o.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for err in errs:
+            err.close()
     wall = time.monotonic() - t0
     for o in outs:
         if not o["complete"] or o["errors"]:
@@ -657,6 +686,8 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool,
             kc.restart_broker(0)
             read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "warm-up after restart (not reported)")
             passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "r1 sndbuf fetch 16 MiB"))
+            passes.append(read_pass(kc, jmx, "r4", [dict(r4["local_start"])], r4["segment_bytes"], mpfb,
+                                    "r4 sndbuf 1 consumer"))
             ra = 4
             log(f"kafka: restarting the broker with socket.send.buffer.bytes=-1 and read.ahead.chunks={ra}")
             kc.update_rsm_config(**{"read.ahead.chunks": ra})
@@ -685,7 +716,8 @@ def _md(head, rows) -> str:
 
 
 def _load(x) -> str:
-    return f"{x['load']['other_jvms']} other JVMs, load {x['load']['loadavg1']:.1f}"
+    ld = x["load"]
+    return f"busy other JVMs {ld.get('busy_other_jvms', '?')}/{ld['other_jvms']}, load {ld['loadavg1']:.1f}"
 
 
 def table(results: dict) -> str:
@@ -720,6 +752,9 @@ def table(results: dict) -> str:
             vs(passes["r4 4 consumers"], base["r4 raw seq, 4 partitions at once"], "4 partitions, 4 consumers")
         if "r1 sndbuf fetch 16 MiB" in passes:
             vs(passes["r1 sndbuf fetch 16 MiB"], seq, "broker socket.send.buffer.bytes=-1: 1 partition, fetch 16 MiB")
+        if "r4 sndbuf 1 consumer" in passes:
+            vs(passes["r4 sndbuf 1 consumer"], base["r4 raw seq, one partition after another"],
+               "broker socket.send.buffer.bytes=-1: 4 partitions, 1 consumer")
         for lab, b in (("r1 tuned fetch 16 MiB", "r1 raw seq window 5"), ("r1 tuned fetch 4 MiB", "r1 raw seq window 5"),
                        ("r4 tuned 4 consumers", "r4 raw seq window 5, 4 partitions at once")):
             if lab in passes and b in base:
@@ -824,16 +859,20 @@ def main() -> int:
     only = set(a.only.split(","))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if a.wait_quiet > 0 and other_jvms(set()) > 0:
-        log(f"{other_jvms(set())} other JVMs running; waiting up to {a.wait_quiet:.0f}s for a quiet machine")
+    def quiet() -> bool:
+        return other_jvms(set(), 2.0)[1] == 0 and os.getloadavg()[0] < 2.0
+
+    if a.wait_quiet > 0 and not quiet():
+        log(f"machine busy ({load_note()}); waiting up to {a.wait_quiet:.0f}s for no busy JVM and load < 2")
         try:
-            wait_until(lambda: other_jvms(set()) == 0, a.wait_quiet, 5.0, "other JVMs to finish")
+            wait_until(quiet, a.wait_quiet, 5.0, "a quiet machine")
         except Exception:
             log("still busy; measuring anyway (the table notes the load)")
     results: dict = {"machine": machine(), "settings": {"rsm": RSM, "segment.bytes": SEGMENT_BYTES,
                                                        "value.bytes": VALUE_BYTES, "broker.heap": BROKER_HEAP}}
     log(f"machine {results['machine']}  load {load_note()}")
-    work = Path(tempfile.mkdtemp(prefix="fasttier-bench-"))
+    # not /tmp/fasttier-*: other sessions' clean-ups of test clusters must not take the benchmark's with them
+    work = Path(tempfile.mkdtemp(prefix="ftbench-", dir="/var/tmp" if Path("/var/tmp").is_dir() else None))
     s3 = S3Server(buckets=[BUCKET], data_dir=work / "s3")
     t0 = time.monotonic()
     try:
