@@ -267,10 +267,6 @@ impl SegmentStream {
         let index = self.pos / chunk_bytes;
         if self.current.as_ref().map(|(i, _)| *i) != Some(index) {
             self.current = None;
-            // Start the read-ahead before waiting for this chunk, so its GETs overlap with this one.
-            let last_needed = (self.end - 1) / chunk_bytes;
-            let ahead_to = (index + 1 + self.ctx.read_ahead_chunks as u64).min(last_needed + 1);
-            self.ctx.prefetch(&self.manifest, &self.key, index + 1, ahead_to);
             let data = match self.ctx.chunk(&self.manifest, &self.key, index).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -278,6 +274,9 @@ impl SegmentStream {
                     return Err(e);
                 }
             };
+            let last_needed = (self.end - 1) / chunk_bytes;
+            let ahead_to = (index + 1 + self.ctx.read_ahead_chunks as u64).min(last_needed + 1);
+            self.ctx.prefetch(&self.manifest, &self.key, index + 1, ahead_to);
             self.current = Some((index, data));
         }
         let (_, data) = self.current.as_ref().expect("chunk loaded above");
