@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::store::s3::S3Settings;
 
 /// The prefix Kafka strips before handing the map to the plugin; used in error messages.
 pub const PREFIX: &str = "rsm.config.";
@@ -24,29 +25,12 @@ pub enum Backend {
     Memory,
 }
 
-/// S3 connection settings (`rsm.config.s3.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Config {
-    pub bucket: String,
-    pub region: String,
-    pub endpoint: Option<String>,
-    pub path_style: bool,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub session_token: Option<String>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub attempt_timeout: Duration,
-    pub operation_timeout: Duration,
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-}
-
 /// The whole plugin configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub backend: Backend,
-    pub s3: S3Config,
+    /// S3 connection settings (`rsm.config.s3.*`).
+    pub s3: S3Settings,
     /// Key prefix for every object ("" or ends with '/').
     pub prefix: String,
     /// Size of a verified read unit: every chunk of a segment has its own CRC-32C.
@@ -267,11 +251,11 @@ impl Config {
             }
             _ => {}
         }
-        let s3 = S3Config {
+        let s3 = S3Settings {
             bucket,
             region: r.string("s3.region").unwrap_or_else(|| "us-east-1".to_string()),
             endpoint,
-            path_style: r.bool("s3.path.style", false)?,
+            force_path_style: r.bool("s3.path.style", false)?,
             access_key_id,
             secret_access_key,
             session_token: r.string("s3.session.token"),

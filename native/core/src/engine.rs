@@ -19,7 +19,7 @@ use crate::read::SegmentStream;
 use crate::runtime::{shared, Cancel, RuntimeLease};
 use crate::slow::{CopyRequest, SlowTier, SlowTierSettings};
 use crate::store::memory::MemoryStore;
-use crate::store::s3::{S3Settings, S3Store};
+use crate::store::s3::S3Store;
 use crate::store::ObjectStore;
 use crate::upload::UploadSettings;
 
@@ -43,31 +43,12 @@ pub struct CopyOp {
     segment: SegmentRef,
 }
 
-fn s3_settings(c: &Config) -> S3Settings {
-    let s = &c.s3;
-    S3Settings {
-        bucket: s.bucket.clone(),
-        region: s.region.clone(),
-        endpoint: s.endpoint.clone(),
-        force_path_style: s.path_style,
-        access_key_id: s.access_key_id.clone(),
-        secret_access_key: s.secret_access_key.clone(),
-        session_token: s.session_token.clone(),
-        connect_timeout: s.connect_timeout,
-        read_timeout: s.read_timeout,
-        attempt_timeout: s.attempt_timeout,
-        operation_timeout: s.operation_timeout,
-        max_attempts: s.max_attempts,
-        initial_backoff: s.initial_backoff,
-    }
-}
-
 /// Connects to the configured store and checks that the bucket is usable.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn ObjectStore>> {
     Ok(match config.backend {
         Backend::Memory => Arc::new(MemoryStore::new()),
         Backend::S3 => {
-            let store = S3Store::new(s3_settings(config)).await?;
+            let store = S3Store::new(config.s3.clone()).await?;
             store.check_bucket().await?;
             Arc::new(store)
         }

@@ -436,7 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_copy_removes_only_what_it_wrote() {
-        use crate::store::faulty::{FaultKind, FaultyStore, Op};
+        use crate::store::faulty::{FaultyStore, Op};
         let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new()) as Arc<dyn ObjectStore>));
         let t = tier(faulty.clone());
         let f = fixture(1000, false);
