@@ -53,6 +53,71 @@ pub struct Config {
     pub broker_id: i32,
     /// Keys outside fasttier's namespaces that were ignored (logged as a warning at start-up).
     pub ignored_keys: Vec<String>,
+    /// The fast tier (`rsm.config.wal.*`).
+    pub wal: WalConfig,
+}
+
+/// Settings of the fast tier: the continuous upload of led partitions' active-segment data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalConfig {
+    /// `wal.enable`: upload active-segment data (needs fasttier's RemoteLogMetadataManager, which tells the
+    /// plugin which partitions this broker leads and where its log directory is).
+    pub enabled: bool,
+    /// Where WAL objects go: `wal.bucket`/`wal.region`/`wal.endpoint` over the slow tier's `s3.*`.
+    pub s3: S3Settings,
+    /// Key prefix of WAL objects ("" or ends with '/'); defaults to the slow tier's prefix.
+    pub prefix: String,
+    /// At most this long between new data in the log and the upload of an object holding it.
+    pub upload_interval: Duration,
+    /// An object is uploaded as soon as this much new data is buffered.
+    pub max_object_bytes: u64,
+    /// Bound of data read from the logs but not yet durable; beyond it the uploader stops reading (the
+    /// partitions fall behind and are re-read from disk later) instead of buffering more.
+    pub max_buffered_bytes: u64,
+    /// Topic patterns (`*` wildcard) in the fast tier; empty = every topic with remote storage enabled.
+    pub include_topics: Vec<String>,
+    /// Topic patterns excluded from the fast tier (applied after `include_topics`).
+    pub exclude_topics: Vec<String>,
+    /// WAL objects stay at least this long after creation, even once the slow tier covers them.
+    pub safety_horizon: Duration,
+    /// How often the uploader looks for WAL objects that may be deleted.
+    pub cleanup_interval: Duration,
+    /// How often the stream's head document is rewritten.
+    pub head_interval: Duration,
+    /// Log directories to find partition directories in; empty = the `log.dir` Kafka gives the RLMM.
+    pub log_dirs: Vec<String>,
+}
+
+impl WalConfig {
+    /// True if `topic` is in the fast tier by the include/exclude rules (remote storage must be enabled
+    /// on it too; Kafka only reports such partitions).
+    pub fn topic_selected(&self, topic: &str) -> bool {
+        let inc = self.include_topics.is_empty() || self.include_topics.iter().any(|p| glob_match(p, topic));
+        inc && !self.exclude_topics.iter().any(|p| glob_match(p, topic))
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ti;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// Description of one accepted key, for docs and error messages.
@@ -124,6 +189,60 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc { key: "runtime.max.blocking.threads", default: "8", doc: "native threads for blocking file reads; 1..256" },
     KeyDoc {
+        key: "wal.enable",
+        default: "true",
+        doc: "fast tier: upload led partitions' active-segment data (needs fasttier's RLMM)",
+    },
+    KeyDoc {
+        key: "wal.bucket",
+        default: "(s3.bucket)",
+        doc: "bucket for fast-tier (WAL) objects, e.g. an S3 Express directory bucket",
+    },
+    KeyDoc { key: "wal.region", default: "(s3.region)", doc: "region of the fast-tier bucket" },
+    KeyDoc { key: "wal.endpoint", default: "(s3.endpoint)", doc: "endpoint of the fast-tier bucket" },
+    KeyDoc { key: "wal.prefix", default: "(prefix)", doc: "key prefix of fast-tier objects" },
+    KeyDoc {
+        key: "wal.upload.interval.ms",
+        default: "250",
+        doc: "longest time between new data and its upload; 10..60000",
+    },
+    KeyDoc {
+        key: "wal.max.object.bytes",
+        default: "8388608",
+        doc: "upload early once this much is buffered; 64 KiB..256 MiB",
+    },
+    KeyDoc {
+        key: "wal.max.buffered.bytes",
+        default: "67108864",
+        doc: "memory bound of read-but-not-durable data; beyond it partitions fall behind and are re-read from disk",
+    },
+    KeyDoc {
+        key: "wal.include.topics",
+        default: "(all)",
+        doc: "comma-separated topic patterns (`*` wildcard) in the fast tier",
+    },
+    KeyDoc {
+        key: "wal.exclude.topics",
+        default: "(none)",
+        doc: "comma-separated topic patterns kept out of the fast tier",
+    },
+    KeyDoc {
+        key: "wal.safety.horizon.ms",
+        default: "60000",
+        doc: "minimum age of a WAL object before cleanup may delete it",
+    },
+    KeyDoc {
+        key: "wal.cleanup.interval.ms",
+        default: "10000",
+        doc: "how often covered WAL objects are looked for and deleted",
+    },
+    KeyDoc { key: "wal.head.interval.ms", default: "1000", doc: "how often the stream's head document is rewritten" },
+    KeyDoc {
+        key: "wal.log.dirs",
+        default: "(log.dir)",
+        doc: "comma-separated log directories holding partition directories",
+    },
+    KeyDoc {
         key: "native.library.path",
         default: "(unset)",
         doc: "read by the Java shim: explicit path of libfasttier_jni.so",
@@ -181,6 +300,88 @@ impl Reader<'_> {
     }
 }
 
+fn list(r: &Reader, key: &str) -> Vec<String> {
+    r.raw(key)
+        .map_or_else(Vec::new, |v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+}
+
+fn normalise_prefix(key: &str, mut prefix: String) -> Result<String> {
+    if prefix.starts_with('/') || prefix.contains("//") || prefix.chars().any(|c| c.is_control()) {
+        return Err(Error::config(
+            full(key),
+            format!("value={prefix:?} must not start with '/', contain '//' or control characters"),
+        ));
+    }
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Ok(prefix)
+}
+
+fn check_bucket(key: &str, bucket: &str) -> Result<()> {
+    // S3 bucket naming rules (3-63 chars, lowercase letters, digits, dots, hyphens; directory buckets add
+    // "--x-s3"), checked loosely so a typo is caught here and not as an opaque 400 later.
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(full(key), format!("value={bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)")))
+    }
+}
+
+fn check_endpoint(key: &str, endpoint: &Option<String>) -> Result<()> {
+    match endpoint {
+        Some(e) if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() <= "https://".len() => {
+            Err(Error::config(full(key), format!("value={e:?} must be an http:// or https:// URL")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn wal_config(r: &Reader, slow: &S3Settings, slow_prefix: &str) -> Result<WalConfig> {
+    let mut s3 = slow.clone();
+    if let Some(b) = r.string("wal.bucket") {
+        check_bucket("wal.bucket", &b)?;
+        s3.bucket = b;
+    }
+    if let Some(region) = r.string("wal.region") {
+        s3.region = region;
+    }
+    let endpoint = r.string("wal.endpoint");
+    check_endpoint("wal.endpoint", &endpoint)?;
+    if endpoint.is_some() {
+        s3.endpoint = endpoint;
+    }
+    let prefix = match r.string("wal.prefix") {
+        Some(p) => normalise_prefix("wal.prefix", p)?,
+        None => slow_prefix.to_string(),
+    };
+    let max_object_bytes = r.u64("wal.max.object.bytes", 8 * MIB, 64 * 1024, 256 * MIB)?;
+    let max_buffered_bytes = r.u64("wal.max.buffered.bytes", 64 * MIB, 64 * 1024, 64 * 1024 * MIB)?;
+    if max_buffered_bytes < max_object_bytes {
+        return Err(Error::config(
+            full("wal.max.buffered.bytes"),
+            format!("value={max_buffered_bytes} must be at least {}={max_object_bytes}", full("wal.max.object.bytes")),
+        ));
+    }
+    let upload_interval = Duration::from_millis(r.u64("wal.upload.interval.ms", 250, 10, 60_000)?);
+    Ok(WalConfig {
+        enabled: r.bool("wal.enable", true)?,
+        s3,
+        prefix,
+        upload_interval,
+        max_object_bytes,
+        max_buffered_bytes,
+        include_topics: list(r, "wal.include.topics"),
+        exclude_topics: list(r, "wal.exclude.topics"),
+        safety_horizon: Duration::from_millis(r.u64("wal.safety.horizon.ms", 60_000, 0, 7 * 86_400_000)?),
+        cleanup_interval: r.ms("wal.cleanup.interval.ms", 10_000)?,
+        head_interval: r.ms("wal.head.interval.ms", 1_000)?,
+        log_dirs: list(r, "wal.log.dirs"),
+    })
+}
+
 fn full(key: &str) -> String {
     format!("{PREFIX}{key}")
 }
@@ -214,26 +415,10 @@ impl Config {
             if bucket.is_empty() {
                 return Err(Error::config(full("s3.bucket"), "is required (the bucket that holds tiered segments)"));
             }
-            // S3 bucket naming rules (3-63 chars, lowercase letters, digits, dots, hyphens; directory buckets add
-            // "--x-s3"), checked loosely so a typo is caught here and not as an opaque 400 later.
-            let ok = (3..=63).contains(&bucket.len())
-                && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
-            if !ok {
-                return Err(Error::config(
-                    full("s3.bucket"),
-                    format!("value={bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)"),
-                ));
-            }
+            check_bucket("s3.bucket", &bucket)?;
         }
         let endpoint = r.string("s3.endpoint");
-        if let Some(e) = &endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() <= "https://".len() {
-                return Err(Error::config(
-                    full("s3.endpoint"),
-                    format!("value={e:?} must be an http:// or https:// URL"),
-                ));
-            }
-        }
+        check_endpoint("s3.endpoint", &endpoint)?;
         let access_key_id = r.string("s3.access.key.id");
         let secret_access_key = r.string("s3.secret.access.key");
         match (&access_key_id, &secret_access_key) {
@@ -267,16 +452,7 @@ impl Config {
             initial_backoff: r.ms("s3.initial.backoff.ms", 100)?,
         };
 
-        let mut prefix = r.string("prefix").unwrap_or_default();
-        if prefix.starts_with('/') || prefix.contains("//") || prefix.chars().any(|c| c.is_control()) {
-            return Err(Error::config(
-                full("prefix"),
-                format!("value={prefix:?} must not start with '/', contain '//' or control characters"),
-            ));
-        }
-        if !prefix.is_empty() && !prefix.ends_with('/') {
-            prefix.push('/');
-        }
+        let prefix = normalise_prefix("prefix", r.string("prefix").unwrap_or_default())?;
 
         let chunk_bytes = r.u64("chunk.bytes", 4 * MIB, 64 * 1024, 64 * MIB)?;
         let cache_bytes = r.u64("cache.bytes", 128 * MIB, 0, 64 * 1024 * MIB)?;
@@ -289,6 +465,7 @@ impl Config {
         let part = r.u64("upload.part.bytes", 8 * MIB, 5 * MIB, 512 * MIB)?;
         let part_bytes = part.div_ceil(chunk_bytes) * chunk_bytes;
         let broker_id = map.get("broker.id").and_then(|v| v.trim().parse::<i32>().ok()).unwrap_or(-1);
+        let wal = wal_config(&r, &s3, &prefix)?;
         Ok(Config {
             backend,
             s3,
@@ -303,6 +480,7 @@ impl Config {
             max_blocking_threads: r.u64("runtime.max.blocking.threads", 8, 1, 256)? as usize,
             broker_id,
             ignored_keys,
+            wal,
         })
     }
 
@@ -367,6 +545,46 @@ mod tests {
             let row = format!("| `rsm.config.{}` | {} |", k.key, k.default);
             assert!(doc.contains(&row), "docs/configuration.md lacks {row}");
         }
+    }
+
+    #[test]
+    fn wal_settings_default_to_the_slow_tier_and_validate() {
+        let c =
+            Config::from_pairs(&[("s3.bucket", "slow"), ("prefix", "c1"), ("s3.endpoint", "http://h:9000")]).unwrap();
+        assert!(c.wal.enabled);
+        assert_eq!(c.wal.s3.bucket, "slow");
+        assert_eq!(c.wal.s3.endpoint.as_deref(), Some("http://h:9000"));
+        assert_eq!(c.wal.prefix, "c1/");
+        assert_eq!(c.wal.upload_interval, Duration::from_millis(250));
+        let c = Config::from_pairs(&[
+            ("s3.bucket", "slow"),
+            ("wal.bucket", "fast--use1-az4--x-s3"),
+            ("wal.prefix", "w"),
+            ("wal.include.topics", "orders*, pay"),
+            ("wal.exclude.topics", "*-tmp"),
+        ])
+        .unwrap();
+        assert_eq!(c.wal.s3.bucket, "fast--use1-az4--x-s3");
+        assert_eq!(c.wal.prefix, "w/");
+        assert!(c.wal.topic_selected("orders-eu"));
+        assert!(c.wal.topic_selected("pay"));
+        assert!(!c.wal.topic_selected("payments"));
+        assert!(!c.wal.topic_selected("orders-tmp"));
+        assert!(err(&[("s3.bucket", "b12"), ("wal.bucket", "X")]).contains("key=rsm.config.wal.bucket"));
+        assert!(err(&[("s3.bucket", "b12"), ("wal.endpoint", "h:1")]).contains("key=rsm.config.wal.endpoint"));
+        assert!(err(&[("s3.bucket", "b12"), ("wal.upload.interval.ms", "5")]).contains("wal.upload.interval.ms"));
+        assert!(err(&[("s3.bucket", "b12"), ("wal.uplaod.interval.ms", "5")]).contains("is not a fasttier setting"));
+        assert!(err(&[("s3.bucket", "b12"), ("wal.max.buffered.bytes", "65536")]).contains("wal.max.buffered.bytes"));
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*c", "abbbc"));
+        assert!(glob_match("a*c*", "acx"));
+        assert!(!glob_match("a*c", "abcd"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
     }
 
     #[test]
