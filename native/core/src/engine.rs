@@ -55,6 +55,17 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn ObjectStore>> {
     })
 }
 
+/// The fast tier's store: the slow tier's own store when the settings are the same (one client, one
+/// bucket), otherwise a client of its own whose bucket is checked too.
+pub async fn open_wal_store(config: &Config, slow: &Arc<dyn ObjectStore>) -> Result<Arc<dyn ObjectStore>> {
+    if config.backend == Backend::Memory || config.wal.s3 == config.s3 {
+        return Ok(slow.clone());
+    }
+    let store = S3Store::new(config.wal.s3.clone()).await?;
+    store.check_bucket().await?;
+    Ok(Arc::new(store))
+}
+
 impl Engine {
     /// Validates the configuration, starts (or joins) the runtime, connects to the store and checks that
     /// the bucket is usable.
