@@ -170,7 +170,7 @@ pub const KEYS: &[KeyDoc] = &[
         default: "134217728",
         doc: "memory for verified chunks shared by all reads; ≥ 2 chunks",
     },
-    KeyDoc { key: "read.ahead.chunks", default: "1", doc: "chunks prefetched ahead of a reading consumer; 0..8" },
+    KeyDoc { key: "read.ahead.chunks", default: "4", doc: "chunks prefetched ahead of a reading consumer; 0..8" },
     KeyDoc {
         key: "multipart.threshold.bytes",
         default: "16777216",
@@ -472,7 +472,7 @@ impl Config {
             prefix,
             chunk_bytes,
             cache_bytes,
-            read_ahead_chunks: r.u64("read.ahead.chunks", 1, 0, 8)? as u32,
+            read_ahead_chunks: r.u64("read.ahead.chunks", 4, 0, 8)? as u32,
             multipart_threshold_bytes: r.u64("multipart.threshold.bytes", 16 * MIB, 5 * MIB, 5 * 1024 * MIB)?,
             part_bytes,
             upload_concurrency: r.u64("upload.concurrency", 4, 1, 32)? as usize,

@@ -23,7 +23,8 @@ use jni::JNIEnv;
 
 use errors::{guard, invalid, BridgeResult};
 
-const STREAM_COPY_BUFFER: usize = 1 << 20;
+/// Most bytes one `SetByteArrayRegion` copies in `streamRead` (bounds how long a copy defers safepoints).
+const STREAM_COPY_SLICE: usize = 1 << 20;
 
 fn string(env: &mut JNIEnv, s: &JString, what: &str) -> BridgeResult<String> {
     if s.is_null() {
@@ -293,17 +294,18 @@ pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_streamRead<'l>(
             return Ok(0);
         }
         let mut s = entry.stream.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tmp = vec![0u8; (len as usize).min(STREAM_COPY_BUFFER)];
+        // Verified chunk bytes go straight from the stream's chunk into the Java array: no temporary buffer.
         let mut written = 0usize;
         while written < len as usize {
-            let want = (len as usize - written).min(tmp.len());
-            let n = entry.engine.stream_read(&mut s, &mut tmp[..want])?;
-            if n == 0 {
+            if !entry.engine.runtime().block_on(s.fill())? {
                 break;
             }
-            // SAFETY: i8 and u8 have the same size and alignment, and tmp[..n] is initialised.
-            let signed: &[i8] = unsafe { std::slice::from_raw_parts(tmp.as_ptr() as *const i8, n) };
+            let src = s.peek();
+            let n = src.len().min(len as usize - written).min(STREAM_COPY_SLICE);
+            // SAFETY: i8 and u8 have the same size and alignment, and src[..n] is initialised.
+            let signed: &[i8] = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const i8, n) };
             env.set_byte_array_region(&buf, off + written as i32, signed)?;
+            s.consume(n);
             written += n;
         }
         Ok(if written == 0 { -1 } else { written as jint })

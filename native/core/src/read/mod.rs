@@ -5,7 +5,12 @@
 //! Verified chunks live in a [`ChunkCache`] bounded by `cache.bytes` (least recently used out first)
 //! shared by all streams, so the consecutive fetches a consumer makes (each a new stream at a new
 //! position) do not download the same chunk twice. A [`SegmentStream`] holds at most one chunk of its
-//! own and asks the cache to prefetch `read.ahead.chunks` chunks ahead of it.
+//! own and asks the cache to prefetch `read.ahead.chunks` chunks ahead of it. The read-ahead is started
+//! *before* the stream waits for the chunk it needs, so its GETs run together with that one.
+//!
+//! Whoever loads a chunk — a reader or a read-ahead task — verifies it, and a corrupt chunk is logged at
+//! WARN with its object key where it is found. A failed load is never cached: a reader that needs the
+//! chunk loads it itself, so the error it returns is its own and names the key too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -178,21 +183,28 @@ impl ReadContext {
         let data = self.store.get_range(&log.key, start..end).await?;
         self.metrics.add(Metric::StoreGetBytes, data.len() as i64);
         if data.len() as u64 != end - start {
-            self.metrics.inc(Metric::CorruptObjects);
-            return Err(Error::corrupt(
+            return Err(self.corrupt(
                 &log.key,
                 format!("chunk={index} range={start}..{end} expected_len={} actual_len={}", end - start, data.len()),
             ));
         }
         let actual = crc32c(&data);
         if actual != expected {
-            self.metrics.inc(Metric::CorruptObjects);
-            return Err(Error::corrupt(
+            return Err(self.corrupt(
                 &log.key,
                 format!("chunk={index} range={start}..{end} crc32c expected={expected:08x} actual={actual:08x}"),
             ));
         }
         Ok(data)
+    }
+
+    /// A corrupt chunk: counted and logged here, where it is found, whether a reader or a read-ahead task
+    /// loaded it (read-ahead failures are otherwise quiet).
+    fn corrupt(&self, key: &str, detail: String) -> Error {
+        self.metrics.inc(Metric::CorruptObjects);
+        let e = Error::corrupt(key, detail);
+        tracing::warn!("{e} (the chunk failed verification; none of it is served)");
+        e
     }
 
     /// Returns verified chunk `index`, through the cache.
@@ -209,7 +221,9 @@ impl ReadContext {
             let (ctx, manifest, key) = (self.clone(), manifest.clone(), key.clone());
             tokio::spawn(async move {
                 if let Err(e) = ctx.chunk(&manifest, &key, index).await {
-                    tracing::debug!("prefetch failed (the reader will retry and report it): {e}");
+                    // Corruption was logged at WARN by load_chunk; a reader that needs the chunk loads
+                    // it again and gets (and reports) the error itself.
+                    tracing::debug!("read-ahead failed: {e}");
                 }
             });
         }
@@ -248,25 +262,23 @@ impl SegmentStream {
 
     /// Bytes readable without another fetch.
     pub fn available(&self) -> usize {
-        match &self.current {
-            Some((index, data)) if self.pos < self.end => {
-                let chunk_start = index * self.manifest.log.chunk_bytes;
-                let in_chunk = (chunk_start + data.len() as u64).saturating_sub(self.pos);
-                in_chunk.min(self.end - self.pos) as usize
-            }
-            _ => 0,
-        }
+        self.peek().len()
     }
 
-    /// Reads up to `buf.len()` bytes; 0 means end of stream (or an empty `buf`).
-    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if self.pos >= self.end || buf.is_empty() {
-            return Ok(0);
+    /// Makes the chunk holding the current position available: returns `false` at the end of the stream,
+    /// otherwise [`SegmentStream::peek`] is non-empty afterwards. Starts the read-ahead of the chunks after
+    /// it before waiting for it, so their GETs overlap.
+    pub async fn fill(&mut self) -> Result<bool> {
+        if self.pos >= self.end {
+            return Ok(false);
         }
         let chunk_bytes = self.manifest.log.chunk_bytes;
         let index = self.pos / chunk_bytes;
         if self.current.as_ref().map(|(i, _)| *i) != Some(index) {
             self.current = None;
+            let last_needed = (self.end - 1) / chunk_bytes;
+            let ahead_to = (index + 1 + self.ctx.read_ahead_chunks as u64).min(last_needed + 1);
+            self.ctx.prefetch(&self.manifest, &self.key, index + 1, ahead_to);
             let data = match self.ctx.chunk(&self.manifest, &self.key, index).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -274,17 +286,44 @@ impl SegmentStream {
                     return Err(e);
                 }
             };
-            let last_needed = (self.end - 1) / chunk_bytes;
-            let ahead_to = (index + 1 + self.ctx.read_ahead_chunks as u64).min(last_needed + 1);
-            self.ctx.prefetch(&self.manifest, &self.key, index + 1, ahead_to);
             self.current = Some((index, data));
         }
-        let (_, data) = self.current.as_ref().expect("chunk loaded above");
-        let offset_in_chunk = (self.pos - index * chunk_bytes) as usize;
-        let n = buf.len().min(data.len() - offset_in_chunk).min((self.end - self.pos) as usize);
-        buf[..n].copy_from_slice(&data[offset_in_chunk..offset_in_chunk + n]);
+        Ok(true)
+    }
+
+    /// The verified bytes from the current position to the end of the loaded chunk (or of the stream);
+    /// empty unless [`SegmentStream::fill`] returned `true` since the last [`SegmentStream::consume`] that
+    /// reached the end of a chunk.
+    pub fn peek(&self) -> &[u8] {
+        match &self.current {
+            Some((index, data)) if self.pos < self.end => {
+                let chunk_start = index * self.manifest.log.chunk_bytes;
+                let Some(from) = self.pos.checked_sub(chunk_start).filter(|&o| o < data.len() as u64) else {
+                    return &[];
+                };
+                let to = (data.len() as u64).min(self.end - chunk_start);
+                &data[from as usize..to as usize]
+            }
+            _ => &[],
+        }
+    }
+
+    /// Moves the position `n` bytes on; `n` must not exceed `peek().len()`.
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.peek().len(), "consume({n}) beyond the {} bytes available", self.peek().len());
         self.pos += n as u64;
         self.ctx.metrics.add(Metric::FetchBytes, n as i64);
+    }
+
+    /// Reads up to `buf.len()` bytes; 0 means end of stream (or an empty `buf`).
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if buf.is_empty() || !self.fill().await? {
+            return Ok(0);
+        }
+        let src = self.peek();
+        let n = buf.len().min(src.len());
+        buf[..n].copy_from_slice(&src[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -441,5 +480,124 @@ mod tests {
             assert_eq!(&buf[..n], &data[start as usize..start as usize + n]);
             assert!(ctx.cache.bytes() <= 8 * 1024);
         }
+    }
+
+    /// WARN (and higher) records emitted on this thread while installed.
+    #[derive(Default, Clone)]
+    struct Warnings(Arc<Mutex<Vec<String>>>);
+
+    struct Message(String);
+
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0.push_str(&format!("{value:?}"));
+            }
+        }
+    }
+
+    impl tracing::Subscriber for Warnings {
+        fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+            *meta.level() <= tracing::Level::WARN
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            self.0.lock().unwrap().push(m.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    fn faulty_ctx(data: &[u8], read_ahead_chunks: u32) -> (Arc<FaultyStore<MemoryStore>>, ReadContext) {
+        let mem = Arc::new(MemoryStore::new());
+        mem.overwrite_raw("seg.log", Bytes::from(data.to_vec()));
+        let faulty = Arc::new(FaultyStore::new(mem));
+        let metrics = Arc::new(Metrics::default());
+        let ctx = ReadContext {
+            store: faulty.clone(),
+            cache: Arc::new(ChunkCache::new(1 << 20, metrics.clone())),
+            metrics,
+            read_ahead_chunks,
+        };
+        (faulty, ctx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_ahead_gets_are_in_flight_with_the_chunk_awaited() {
+        use crate::store::faulty::Op;
+        let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let (faulty, ctx) = faulty_ctx(&data, 2);
+        faulty.set_latency(Op::GetRange, std::time::Duration::from_millis(20));
+        let m = manifest(&data, 1024);
+        let mut s = SegmentStream::new(ctx.clone(), m, 0, 4096);
+        let mut buf = vec![0u8; 10];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 10);
+        // chunks 1 and 2 were requested while chunk 0 was on its way, not after it arrived
+        assert_eq!(faulty.calls(Op::GetRange), 3);
+        assert_eq!(read_all(&mut s, 1000).await.unwrap(), &data[10..]);
+        assert_eq!(faulty.calls(Op::GetRange), 4);
+        assert_eq!(ctx.metrics.get(Metric::CacheMisses), 4);
+    }
+
+    #[tokio::test]
+    async fn corrupt_chunk_found_by_read_ahead_is_logged_and_the_reader_gets_the_key() {
+        let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let (faulty, ctx) = faulty_ctx(&data, 3);
+        let mut bad = data.clone();
+        bad[2100] ^= 0x40; // chunk 2
+        faulty.inner().overwrite_raw("seg.log", Bytes::from(bad));
+        let m = manifest(&data, 1024);
+        let warnings = Warnings::default();
+        let _guard = tracing::subscriber::set_default(warnings.clone());
+        let mut s = SegmentStream::new(ctx.clone(), m.clone(), 0, 4096);
+        let mut buf = vec![0u8; 1024];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 1024);
+        assert_eq!(&buf[..], &data[..1024]);
+        // let the read-ahead of chunks 1..3 finish: chunk 2's load fails there first
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ctx.metrics.get(Metric::CorruptObjects), 1);
+        let logged = warnings.0.lock().unwrap().clone();
+        assert!(logged.iter().any(|l| l.contains("corrupt object: key=seg.log chunk=2")), "{logged:?}");
+        assert!(!ctx.cache.contains(&(Arc::from("seg.log"), 2)), "a failed load must not stay cached");
+        assert_eq!(s.read(&mut buf).await.unwrap(), 1024);
+        assert_eq!(&buf[..], &data[1024..2048]);
+        // the reader loads chunk 2 itself: its error names the key, and nothing of the chunk is returned
+        let e = s.read(&mut buf).await.unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("key=seg.log chunk=2"), "{e}");
+        assert_eq!(s.position(), 2048);
+        assert_eq!(s.peek(), &[] as &[u8]);
+        assert_eq!(ctx.metrics.get(Metric::CorruptObjects), 2);
+        assert_eq!(warnings.0.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn fill_peek_consume_walk_the_stream_chunk_by_chunk() {
+        let (_mem, ctx, m, data) = setup(2500, 1024, 1 << 20).await;
+        let mut s = SegmentStream::new(ctx.clone(), m, 1000, 2100);
+        assert_eq!(s.peek(), &[] as &[u8]);
+        assert_eq!(s.available(), 0);
+        let mut out = Vec::new();
+        let mut sizes = Vec::new();
+        while s.fill().await.unwrap() {
+            let n = s.peek().len();
+            assert!(n > 0);
+            assert_eq!(s.available(), n);
+            sizes.push(n);
+            out.extend_from_slice(s.peek());
+            s.consume(n);
+        }
+        assert_eq!(sizes, vec![24, 1024, 52]);
+        assert_eq!(out, &data[1000..2100]);
+        assert_eq!(ctx.metrics.get(Metric::FetchBytes), 1100);
+        assert!(!s.fill().await.unwrap());
     }
 }
