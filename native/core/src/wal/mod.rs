@@ -9,7 +9,9 @@
 //!   stream's head document ([`WalHead`]);
 //! * [`stream`] — [`WalWriter`] (conditional appends, fencing of zombie writers, indeterminate-PUT
 //!   recovery, low-water cleanup) and [`WalReader`] (finding the start, following the stream);
-//! * [`retention`] — [`RetentionIndex`], which computes how far the low-water mark may advance.
+//! * [`retention`] — [`RetentionIndex`], which computes how far the low-water mark may advance;
+//! * [`catalog`] — reading it back across streams: [`list_streams`], [`partition_ranges`] and
+//!   [`assemble`] (a partition's batches resolved by the leader-epoch rule).
 //!
 //! Key layout:
 //!
@@ -19,10 +21,15 @@
 //! ```
 //! where `<prefix>` is the fast tier's own prefix (empty or ending in `/`).
 
+pub mod catalog;
 pub mod format;
 pub mod retention;
 pub mod stream;
 
+pub use catalog::{
+    assemble, assemble_with_epochs, list_streams, partition_ranges, stream_objects, Assembled, EpochStarts, RangeRef,
+    StreamInfo,
+};
 pub use format::{PartitionData, TopicId, WalEntry, WalHead, WalHeader, WalObject, WalObjectBuilder, WalStamp};
 pub use retention::RetentionIndex;
 pub use stream::{
