@@ -71,9 +71,6 @@ pub struct WalConfig {
     pub upload_interval: Duration,
     /// An object is uploaded as soon as this much new data is buffered.
     pub max_object_bytes: u64,
-    /// Bound of data read from the logs but not yet durable; beyond it the uploader stops reading (the
-    /// partitions fall behind and are re-read from disk later) instead of buffering more.
-    pub max_buffered_bytes: u64,
     /// Topic patterns (`*` wildcard) in the fast tier; empty = every topic with remote storage enabled.
     pub include_topics: Vec<String>,
     /// Topic patterns excluded from the fast tier (applied after `include_topics`).
@@ -210,11 +207,6 @@ pub const KEYS: &[KeyDoc] = &[
         key: "wal.max.object.bytes",
         default: "8388608",
         doc: "upload early once this much is buffered; 64 KiB..256 MiB",
-    },
-    KeyDoc {
-        key: "wal.max.buffered.bytes",
-        default: "67108864",
-        doc: "memory bound of read-but-not-durable data; beyond it partitions fall behind and are re-read from disk",
     },
     KeyDoc {
         key: "wal.include.topics",
@@ -358,13 +350,6 @@ fn wal_config(r: &Reader, slow: &S3Settings, slow_prefix: &str) -> Result<WalCon
         None => slow_prefix.to_string(),
     };
     let max_object_bytes = r.u64("wal.max.object.bytes", 8 * MIB, 64 * 1024, 256 * MIB)?;
-    let max_buffered_bytes = r.u64("wal.max.buffered.bytes", 64 * MIB, 64 * 1024, 64 * 1024 * MIB)?;
-    if max_buffered_bytes < max_object_bytes {
-        return Err(Error::config(
-            full("wal.max.buffered.bytes"),
-            format!("value={max_buffered_bytes} must be at least {}={max_object_bytes}", full("wal.max.object.bytes")),
-        ));
-    }
     let upload_interval = Duration::from_millis(r.u64("wal.upload.interval.ms", 250, 10, 60_000)?);
     Ok(WalConfig {
         enabled: r.bool("wal.enable", true)?,
@@ -372,7 +357,6 @@ fn wal_config(r: &Reader, slow: &S3Settings, slow_prefix: &str) -> Result<WalCon
         prefix,
         upload_interval,
         max_object_bytes,
-        max_buffered_bytes,
         include_topics: list(r, "wal.include.topics"),
         exclude_topics: list(r, "wal.exclude.topics"),
         safety_horizon: Duration::from_millis(r.u64("wal.safety.horizon.ms", 60_000, 0, 7 * 86_400_000)?),
@@ -574,7 +558,7 @@ mod tests {
         assert!(err(&[("s3.bucket", "b12"), ("wal.endpoint", "h:1")]).contains("key=rsm.config.wal.endpoint"));
         assert!(err(&[("s3.bucket", "b12"), ("wal.upload.interval.ms", "5")]).contains("wal.upload.interval.ms"));
         assert!(err(&[("s3.bucket", "b12"), ("wal.uplaod.interval.ms", "5")]).contains("is not a fasttier setting"));
-        assert!(err(&[("s3.bucket", "b12"), ("wal.max.buffered.bytes", "65536")]).contains("wal.max.buffered.bytes"));
+        assert!(err(&[("s3.bucket", "b12"), ("wal.max.object.bytes", "1")]).contains("wal.max.object.bytes"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
+use crate::fast::{Coverage, FastTier};
 use crate::format::keys::SegmentRef;
 use crate::format::manifest::IndexKind;
 use crate::metrics::Metrics;
@@ -31,6 +32,11 @@ pub struct Engine {
     config: Config,
     slow: Arc<SlowTier>,
     metrics: Arc<Metrics>,
+    /// What the slow tier holds per partition, as far as this engine's copies tell (fed to the fast tier's
+    /// cleanup).
+    coverage: Arc<Coverage>,
+    /// The fast tier, when `wal.enable` is set.
+    fast: Option<Arc<FastTier>>,
     // Dropped last (field order): tasks above may still reference the runtime while it shuts down.
     runtime: Arc<RuntimeLease>,
 }
@@ -73,11 +79,23 @@ impl Engine {
         let config = Config::from_map(map)?;
         let runtime = shared(config.worker_threads, config.max_blocking_threads)?;
         let store = runtime.handle().block_on(open_store(&config))?;
-        Ok(Self::with_store(config, store, runtime))
+        let wal_store =
+            if config.wal.enabled { Some(runtime.handle().block_on(open_wal_store(&config, &store))?) } else { None };
+        Ok(Self::with_stores(config, store, wal_store, runtime))
     }
 
     /// An engine over a given store (tests, benchmarks).
     pub fn with_store(config: Config, store: Arc<dyn ObjectStore>, runtime: Arc<RuntimeLease>) -> Engine {
+        Self::with_stores(config, store, None, runtime)
+    }
+
+    /// An engine over given stores; the fast tier runs when `wal_store` is given and `wal.enable` is set.
+    pub fn with_stores(
+        config: Config,
+        store: Arc<dyn ObjectStore>,
+        wal_store: Option<Arc<dyn ObjectStore>>,
+        runtime: Arc<RuntimeLease>,
+    ) -> Engine {
         let metrics = Arc::new(Metrics::default());
         let settings = SlowTierSettings {
             prefix: config.prefix.clone(),
@@ -90,8 +108,34 @@ impl Engine {
             cache_bytes: config.cache_bytes,
             read_ahead_chunks: config.read_ahead_chunks,
         };
+        let coverage = Arc::new(Coverage::default());
+        let fast = match wal_store {
+            Some(ws) if config.wal.enabled => Some(Arc::new(FastTier::new(
+                config.wal.clone(),
+                config.broker_id,
+                ws,
+                store.clone(),
+                config.prefix.clone(),
+                metrics.clone(),
+                coverage.clone(),
+                runtime.handle().clone(),
+            ))),
+            _ => None,
+        };
         let slow = Arc::new(SlowTier::new(store, settings, metrics.clone()));
-        Engine { config, slow, metrics, runtime }
+        Engine { config, slow, metrics, coverage, fast, runtime }
+    }
+
+    /// The fast tier, if enabled.
+    pub fn fast(&self) -> Option<&Arc<FastTier>> {
+        self.fast.as_ref()
+    }
+
+    /// Stops the fast tier's uploader (bounded wait). Idempotent; also done when the engine is dropped.
+    pub fn close(&self) {
+        if let Some(f) = &self.fast {
+            f.close();
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -114,7 +158,12 @@ impl Engine {
     pub fn copy_start(&self, req: CopyRequest) -> CopyOp {
         let cancel = Cancel::new();
         let (slow, c, segment) = (self.slow.clone(), cancel.clone(), req.segment.clone());
-        let task = self.runtime().spawn(async move { slow.copy_segment(req, &c).await.map(|_| ()) });
+        let coverage = self.coverage.clone();
+        let task = self.runtime().spawn(async move {
+            let m = slow.copy_segment(req, &c).await?;
+            coverage.record_manifest(&m);
+            Ok(())
+        });
         CopyOp { task, cancel, segment }
     }
 

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fast;
 pub mod format;
 pub mod metrics;
 pub mod read;

@@ -43,7 +43,40 @@ metrics! {
     StorePuts => ("store-put-requests-total", "counter", "PUT requests (including multipart parts) sent to object storage"),
     StoreDeletes => ("store-delete-requests-total", "counter", "DELETE requests sent to object storage"),
     StoreGetBytes => ("store-get-bytes-total", "counter", "Bytes received from object storage"),
+    WalObjects => ("wal-objects-total", "counter", "Fast tier: WAL objects made durable"),
+    WalBytes => ("wal-bytes-total", "counter", "Fast tier: bytes of WAL objects made durable"),
+    WalRecordBytes => ("wal-record-bytes-total", "counter", "Fast tier: log bytes (record batches) uploaded"),
+    WalPutRequests => ("wal-put-requests-total", "counter", "Fast tier: WAL object create attempts"),
+    WalErrors => ("wal-errors-total", "counter", "Fast tier: failed uploads, head writes, cleanups and log reads"),
+    WalDeletedObjects => ("wal-deleted-objects-total", "counter", "Fast tier: WAL objects deleted by cleanup"),
+    WalRetainedObjects => ("wal-retained-objects", "gauge", "Fast tier: this broker's WAL objects in the bucket"),
+    WalRetainedBytes => ("wal-retained-bytes", "gauge", "Fast tier: bytes of this broker's WAL objects in the bucket"),
+    WalPartitions => ("wal-partitions", "gauge", "Fast tier: partitions being tailed and uploaded"),
+    WalBehindMs => ("wal-behind-ms", "gauge", "Fast tier: age of the oldest data read from the log and not yet durable (0 = none)"),
+    WalLagP50Ms => ("wal-upload-lag-p50-ms", "gauge", "Fast tier: upload lag (batch timestamp to object durable), median of recent batches"),
+    WalLagP99Ms => ("wal-upload-lag-p99-ms", "gauge", "Fast tier: upload lag, 99th percentile of recent batches"),
+    WalLagMaxMs => ("wal-upload-lag-max-ms", "gauge", "Fast tier: upload lag, maximum of recent batches"),
+    WalLagCount => ("wal-upload-lag-count", "counter", "Fast tier: upload lag histogram: batches measured"),
+    WalLagSumMs => ("wal-upload-lag-sum-ms", "counter", "Fast tier: upload lag histogram: sum of lags"),
+    WalLagLe100 => ("wal-upload-lag-le-100ms", "counter", "Fast tier: upload lag histogram: batches durable within 100 ms"),
+    WalLagLe250 => ("wal-upload-lag-le-250ms", "counter", "Fast tier: upload lag histogram: within 250 ms"),
+    WalLagLe500 => ("wal-upload-lag-le-500ms", "counter", "Fast tier: upload lag histogram: within 500 ms"),
+    WalLagLe1000 => ("wal-upload-lag-le-1000ms", "counter", "Fast tier: upload lag histogram: within 1 s"),
+    WalLagLe2500 => ("wal-upload-lag-le-2500ms", "counter", "Fast tier: upload lag histogram: within 2.5 s"),
+    WalLagLe5000 => ("wal-upload-lag-le-5000ms", "counter", "Fast tier: upload lag histogram: within 5 s"),
+    WalLagLe10000 => ("wal-upload-lag-le-10000ms", "counter", "Fast tier: upload lag histogram: within 10 s"),
 }
+
+/// Upper bounds (ms) of the upload-lag histogram buckets, with their (cumulative) counters.
+pub const WAL_LAG_BUCKETS: &[(i64, Metric)] = &[
+    (100, Metric::WalLagLe100),
+    (250, Metric::WalLagLe250),
+    (500, Metric::WalLagLe500),
+    (1_000, Metric::WalLagLe1000),
+    (2_500, Metric::WalLagLe2500),
+    (5_000, Metric::WalLagLe5000),
+    (10_000, Metric::WalLagLe10000),
+];
 
 /// The live values.
 #[derive(Debug)]

@@ -78,7 +78,8 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::format::batch::{BatchHeader, Batches, Stop, DEFAULT_MAX_BATCH_BYTES, HEADER_SIZE, LOG_OVERHEAD};
-use segments::{index_position, list_segments, log_path, read_full_at, read_header};
+pub(crate) use segments::list_segments;
+use segments::{index_position, log_path, read_full_at, read_header};
 
 /// Tuning of a [`PartitionTailer`]; the defaults suit a broker.
 #[derive(Debug, Clone)]
