@@ -4,7 +4,9 @@
 //! to the local file so positions carry over), its indexes concatenated (`.indexes`) and a manifest
 //! (`.manifest`) holding the CRC-32C of every chunk and index. The manifest is written last: a segment
 //! without one is an incomplete copy and is never served. Each copy attempt has its own segment id, hence
-//! its own keys, so retries never overwrite each other.
+//! its own keys, so retries never overwrite each other. [`catalog`] reads a partition's segments back.
+
+pub mod catalog;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
