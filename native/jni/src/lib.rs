@@ -6,6 +6,7 @@
 //! not runtime workers, so the engine's blocking entry points are safe to use.
 
 mod errors;
+mod fast;
 mod handles;
 mod logs;
 
@@ -137,7 +138,9 @@ pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_close<'l>(
                 entry.engine.copy_cancel(op);
             }
         }
-        if engine.is_some() {
+        if let Some(engine) = &engine {
+            // Stops the fast tier's uploader (bounded wait) before the last reference can drop the engine.
+            engine.close();
             tracing::info!("fasttier engine closed");
         }
         Ok(())

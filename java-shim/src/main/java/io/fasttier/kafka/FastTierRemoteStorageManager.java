@@ -147,6 +147,8 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             engine = handle;
             drainAcquired = true;
             configured = true;
+            // the fast tier learns leadership from fasttier's RLMM (FastTierRegistry), in either order
+            FastTierRegistry.register(handle);
         } finally {
             lock.writeLock().unlock();
         }
@@ -383,6 +385,7 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
         }
         try {
             if (handle != 0) {
+                FastTierRegistry.unregister(handle); // no fast-tier call uses the handle after this
                 NativeBridge.close(handle);
             }
         } catch (NativeException e) {

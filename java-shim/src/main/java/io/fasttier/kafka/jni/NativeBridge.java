@@ -90,6 +90,27 @@ public final class NativeBridge {
     /** Current metric values, in {@link #metricDescriptors} order. */
     public static native long[] metrics(long engine);
 
+    // ---- fast tier (relayed from fasttier's RemoteLogMetadataManager by FastTierRegistry) ----
+    // Partitions are parallel arrays: topic names, topic ids (Uuid.toString()) and partition numbers. Each call
+    // only records the change and wakes the uploader, so it returns at once. With wal.enable=false they do nothing.
+
+    /** The broker's log directories (the RLMM's {@code log.dir}); starts the fast tier's uploader. */
+    public static native void fastLogDirs(long engine, String[] dirs);
+
+    /** A leadership change: the first three arrays are partitions now led here, the last three no longer. */
+    public static native void fastLeadership(long engine, String[] leaderTopics, String[] leaderTopicIds,
+                                             int[] leaderPartitions, String[] followerTopics,
+                                             String[] followerTopicIds, int[] followerPartitions);
+
+    /** Partitions Kafka stopped on this broker (deleted or moved away). */
+    public static native void fastStop(long engine, String[] topics, String[] topicIds, int[] partitions);
+
+    /**
+     * The fast tier's state as a JSON object: {@code "enabled"} (false when {@code wal.enable=false}),
+     * {@code "leaders"} (led partitions in the fast tier), {@code "log_dirs"} and the uploader's progress.
+     */
+    public static native String fastStatus(long engine);
+
     /**
      * Takes up to {@code max} buffered native log records, each "LEVEL|target|message" with LEVEL one of
      * ERROR, WARN, INFO, DEBUG, TRACE. The native buffer is bounded; records dropped when it is full are
