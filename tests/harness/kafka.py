@@ -17,6 +17,11 @@ The broker's class path is the Kafka distribution resolved by tests/scripts/setu
 ($FASTTIER_CACHE/kafka/<version>/libs) plus, with plugin=True, every *.jar in $FASTTIER_PLUGIN_DIR
 (default <repo>/build/plugin). The plugin files are copied into <cluster dir>/plugin/ when the cluster
 is created (a rebuild in place would crash running JVMs); that copy is also java.library.path.
+
+Plugin clusters use both of fasttier's plugins: the RSM and the RLMM (FastTierRemoteLogMetadataManager, which
+delegates segment metadata to Kafka's TopicBasedRemoteLogMetadataManager -- the rlmm.config.* settings below
+reach it -- and tells the fast tier what this broker leads). fast_tier=False turns the fast tier off
+(rsm.config.wal.enable=false); the RLMM stays, as a pass-through.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ HARNESS_DIR = Path(__file__).resolve().parent
 LOG4J2_CONFIG = HARNESS_DIR / "log4j2.xml"
 DEFAULT_VERSION = os.environ.get("FASTTIER_KAFKA_VERSION", "4.4.0")
 RSM_CLASS = "io.fasttier.kafka.FastTierRemoteStorageManager"
+RLMM_CLASS = "io.fasttier.kafka.FastTierRemoteLogMetadataManager"
 BROKER_LISTENER = "BROKER"
 CONTROLLER_LISTENER = "CONTROLLER"
 
@@ -145,18 +151,21 @@ class KafkaCluster:
         jvm_args: Iterable[str] = (),
         env: Optional[Mapping[str, str]] = None,
         name: str = "kafka",
+        fast_tier: bool = True,
     ) -> None:
         """
         broker_overrides: server.properties entries for every node (a value None removes the key).
         rsm_config: plugin settings, with or without the "rsm.config." prefix (None removes a key).
         node_overrides: {node_id: {...}} server.properties entries for one node only.
         prefix: the plugin's rsm.config.prefix (default: a fresh "e2e-<random>/"; it must be empty or end in "/").
+        fast_tier: False sets rsm.config.wal.enable=false (rsm_config can still override it).
         """
         if plugin and s3 is None:
             raise HarnessError("KafkaCluster(plugin=True) needs an S3Server (s3=...)")
         self.n = n_brokers
         self.version = version
         self.plugin = plugin
+        self.fast_tier = fast_tier
         self.s3 = s3
         self.name = name
         self.heap = heap
@@ -236,6 +245,8 @@ class KafkaCluster:
                 }
             )
         props["rsm.config.prefix"] = self.prefix
+        if not self.fast_tier:
+            props["rsm.config.wal.enable"] = "false"
         props.update(self.rsm_overrides)
         return {k: v for k, v in props.items() if v is not None}
 
@@ -282,6 +293,7 @@ class KafkaCluster:
                 {
                     "remote.log.storage.system.enable": "true",
                     "remote.log.storage.manager.class.name": RSM_CLASS,
+                    "remote.log.metadata.manager.class.name": RLMM_CLASS,
                     "remote.log.metadata.manager.listener.name": BROKER_LISTENER,
                     "rlmm.config.remote.log.metadata.topic.replication.factor": rf,
                     "rlmm.config.remote.log.metadata.topic.num.partitions": 5,
@@ -517,7 +529,10 @@ class KafkaCluster:
         self.close(keep_dir=True if exc_type is not None else None)
 
     def __repr__(self) -> str:
-        return f"KafkaCluster({self.name}, n={self.n}, kafka {self.version}, plugin={self.plugin}, dir={self.base_dir})"
+        return (
+            f"KafkaCluster({self.name}, n={self.n}, kafka {self.version}, plugin={self.plugin}, "
+            f"fast_tier={self.fast_tier}, dir={self.base_dir})"
+        )
 
     # ------------------------------------------------------------------ logs
     def broker_log(self, i: int) -> str:
