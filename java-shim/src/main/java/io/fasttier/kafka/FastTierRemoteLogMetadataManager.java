@@ -67,7 +67,6 @@ public class FastTierRemoteLogMetadataManager implements RemoteLogMetadataManage
             "org.apache.kafka.server.log.remote.metadata.storage.TopicBasedRemoteLogMetadataManager";
     /** How Kafka names the broker property behind a key of the configure map. */
     static final String BROKER_PREFIX = "rlmm.config.";
-    private static final Set<String> KNOWN_KEYS = Set.of(DELEGATE_CLASS_KEY);
 
     /** Kafka 4.2+'s broker-ready callback interface (KIP-1197), looked up by name. */
     static final String BROKER_READY_CALLBACK =
