@@ -1,8 +1,9 @@
 //! `fasttier` — inspect and verify what the plugin stored, using the broker's own configuration.
 //!
 //! Every command reads the `rsm.config.*` properties from a broker properties file (`--broker-config`),
-//! so the tool sees exactly the bucket and prefix the broker uses. Exit status: 0 fine, 1 a problem was
-//! found (e.g. a corrupt object), 2 bad usage or configuration.
+//! so the tool sees exactly the buckets and prefixes the broker uses (the fast tier's from `wal.*`).
+//! Exit status: 0 fine, 1 a problem was found (e.g. a corrupt object, a mismatch), 2 bad usage or
+//! configuration. The `wal` and `partition` commands live in the `fasttier_cli` library (`lib.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -10,8 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use fasttier_cli::partition::{self, Stores};
+use fasttier_cli::wal_cmd;
 use fasttier_core::config::{Config, PREFIX};
-use fasttier_core::engine::open_store;
+use fasttier_core::engine::{open_store, open_wal_store};
 use fasttier_core::error::{Error, Result};
 use fasttier_core::format::keys::{parse_segment_file_name, segments_root};
 use fasttier_core::format::manifest::SegmentManifest;
@@ -53,6 +56,57 @@ enum Command {
         topic: Option<String>,
         #[arg(long)]
         partition: Option<i32>,
+    },
+    /// The fast tier's per-broker WAL streams.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+    /// One partition across the slow and the fast tier.
+    Partition {
+        #[command(subcommand)]
+        command: PartitionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Lists every broker's stream (retained seqs, objects, bytes, head), or one broker's objects.
+    List {
+        /// Only this broker's stream, object by object.
+        #[arg(long)]
+        broker: Option<i32>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartitionCommand {
+    /// What the slow tier (segments) and the fast tier (ranges per broker, seq, epoch) hold of a
+    /// partition, and the resolved coverage.
+    Show {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// Topic id (base64url); needed when the slow tier has no segment of the topic yet.
+        #[arg(long)]
+        topic_id: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks a broker's local partition directory byte for byte against the tiers; exit status 1 on
+    /// any mismatch, gap, conflict or duplicate.
+    Verify {
+        /// The partition directory, `<log.dir>/<topic>-<partition>`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -127,6 +181,15 @@ async fn run(cli: Cli) -> std::result::Result<bool, Error> {
     }
     let config = Config::from_map(&map)?;
     let store = open_store(&config).await?;
+    let stores = || async {
+        let wal = open_wal_store(&config, &store).await?;
+        Ok::<_, Error>(Stores {
+            slow: store.clone(),
+            slow_prefix: config.prefix.clone(),
+            wal,
+            wal_prefix: config.wal.prefix.clone(),
+        })
+    };
     match cli.command {
         Command::Check => {
             println!("configuration valid; bucket={} reachable (prefix={:?})", config.s3.bucket, config.prefix);
@@ -184,6 +247,30 @@ async fn run(cli: Cli) -> std::result::Result<bool, Error> {
             }
             println!("{ok} segments verified, {bad} corrupt");
             Ok(bad == 0)
+        }
+        Command::Wal { command: WalCommand::List { broker, json } } => {
+            let s = stores().await?;
+            println!("{}", wal_cmd::list(&s.wal, &s.wal_prefix, broker, json).await?);
+            Ok(true)
+        }
+        Command::Partition { command: PartitionCommand::Show { topic, partition, topic_id, json } } => {
+            let view = partition::show(&stores().await?, &topic, partition, topic_id.as_deref()).await?;
+            println!("{}", if json { view.to_json().to_string() } else { view.render() });
+            Ok(true)
+        }
+        Command::Partition { command: PartitionCommand::Verify { dir, json } } => {
+            match partition::verify(&stores().await?, &dir).await {
+                Ok(report) => {
+                    println!("{}", if json { report.to_json().to_string() } else { report.render() });
+                    Ok(report.ok())
+                }
+                // With --json a failure that is not a usage error is still one JSON object.
+                Err(e) if json && !matches!(e, Error::Config { .. }) => {
+                    println!("{}", serde_json::json!({ "ok": false, "error": e.to_string() }));
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
         }
     }
 }
