@@ -113,6 +113,7 @@ class Node:
     controller_port: int
     dir: Path
     proc: Optional[ManagedProcess] = None
+    jmx_port: Optional[int] = None
 
     @property
     def data_dir(self) -> Path:
@@ -152,8 +153,10 @@ class KafkaCluster:
         env: Optional[Mapping[str, str]] = None,
         name: str = "kafka",
         fast_tier: bool = True,
+        jmx: bool = False,
     ) -> None:
         """
+        jmx: every node gets a JMX port (Node.jmx_port) for harness.jmx.Jmx.
         broker_overrides: server.properties entries for every node (a value None removes the key).
         rsm_config: plugin settings, with or without the "rsm.config." prefix (None removes a key).
         node_overrides: {node_id: {...}} server.properties entries for one node only.
@@ -191,9 +194,10 @@ class KafkaCluster:
             if self._own_dir:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
             raise
-        ports = free_ports(2 * n_brokers)
+        ports = free_ports(3 * n_brokers)
         self.nodes = [
-            Node(i, ports[2 * i], ports[2 * i + 1], self.base_dir / f"node-{i}") for i in range(n_brokers)
+            Node(i, ports[3 * i], ports[3 * i + 1], self.base_dir / f"node-{i}", jmx_port=ports[3 * i + 2] if jmx else None)
+            for i in range(n_brokers)
         ]
         self._formatted = False
         self._admin = None
@@ -339,6 +343,15 @@ class KafkaCluster:
         ]
         if self.plugin_dir is not None:
             argv.append(f"-Djava.library.path={self.plugin_dir}")
+        if node.jmx_port is not None:
+            argv += [
+                "-Dcom.sun.management.jmxremote",
+                f"-Dcom.sun.management.jmxremote.port={node.jmx_port}",
+                f"-Dcom.sun.management.jmxremote.rmi.port={node.jmx_port}",
+                "-Dcom.sun.management.jmxremote.authenticate=false",
+                "-Dcom.sun.management.jmxremote.ssl=false",
+                f"-Djava.rmi.server.hostname={LOOPBACK}",
+            ]
         argv += self.jvm_args
         argv += ["-cp", self.classpath(), main] + args
         return argv

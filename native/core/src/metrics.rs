@@ -53,7 +53,7 @@ metrics! {
     WalRetainedBytes => ("wal-retained-bytes", "gauge", "Fast tier: bytes of this broker's WAL objects in the bucket"),
     WalPartitions => ("wal-partitions", "gauge", "Fast tier: partitions being tailed and uploaded"),
     WalBehindMs => ("wal-behind-ms", "gauge", "Fast tier: age of the oldest data read from the log and not yet durable (0 = none)"),
-    WalLagP50Ms => ("wal-upload-lag-p50-ms", "gauge", "Fast tier: upload lag (batch timestamp to object durable), median of recent batches"),
+    WalLagP50Ms => ("wal-upload-lag-p50-ms", "gauge", "Fast tier: upload lag (batch appended to the log → object durable), median of recent batches"),
     WalLagP99Ms => ("wal-upload-lag-p99-ms", "gauge", "Fast tier: upload lag, 99th percentile of recent batches"),
     WalLagMaxMs => ("wal-upload-lag-max-ms", "gauge", "Fast tier: upload lag, maximum of recent batches"),
     WalLagCount => ("wal-upload-lag-count", "counter", "Fast tier: upload lag histogram: batches measured"),

@@ -76,6 +76,8 @@ impl Uploaded {
 #[derive(Debug)]
 struct Part {
     topic: String,
+    /// When the tailer was last polled (unix ms); `None` before its first poll.
+    last_poll_ms: Option<i64>,
     tailer: Option<PartitionTailer>,
     /// Why the tailer could not be made or failed last; retried at `retry_at`.
     problem: Option<String>,
@@ -90,14 +92,18 @@ struct Range {
     first: i64,
     last: i64,
     data: Bytes,
-    /// Max timestamps of the batches (for the lag histogram).
+    /// Estimated append times (unix ms) of the batches, for the lag histogram: each batch's max timestamp
+    /// clamped to the window in which it must have been appended (after the partition's previous poll,
+    /// not after this one), so a client clock off or an old CreateTime cannot distort the figure much.
     timestamps: Vec<i64>,
     seen: Instant,
 }
 
 /// The outcome of polling one partition.
 enum Polled {
-    Chunk(Tp, TailChunk),
+    /// New batches, and the window (unix ms) in which they were appended: after the previous poll (if any),
+    /// before this one.
+    Chunk(Tp, TailChunk, (Option<i64>, i64)),
     Truncated(Tp, i64),
     Missing(Tp, i64, i64),
     Gone(Tp),
@@ -331,6 +337,7 @@ impl Uploader {
             self.topics.insert(tp.clone(), topic.clone());
             self.parts.entry(tp).or_insert_with(|| Part {
                 topic,
+                last_poll_ms: None,
                 tailer: None,
                 problem: None,
                 retry_at: Instant::now(),
@@ -369,7 +376,7 @@ impl Uploader {
         let now = Instant::now();
         for p in polled {
             match p {
-                Polled::Chunk(tp, chunk) => self.take_chunk(tp, chunk, now),
+                Polled::Chunk(tp, chunk, window) => self.take_chunk(tp, chunk, window, now),
                 Polled::Truncated(tp, at) => {
                     tracing::info!("fast tier: log truncated {tp} at_offset={at}; pending data from there dropped");
                     self.drop_pending_from(&tp, at);
@@ -393,7 +400,7 @@ impl Uploader {
         self.metrics().set(Metric::WalPartitions, self.parts.len() as i64);
     }
 
-    fn take_chunk(&mut self, tp: Tp, chunk: TailChunk, seen: Instant) {
+    fn take_chunk(&mut self, tp: Tp, chunk: TailChunk, (after, before): (Option<i64>, i64), seen: Instant) {
         let bytes = chunk.bytes;
         for (i, run) in chunk.epochs.iter().enumerate() {
             let (end_byte, last) = match chunk.epochs.get(i + 1) {
@@ -401,7 +408,8 @@ impl Uploader {
                 None => (bytes.len(), chunk.last_offset),
             };
             let data = bytes.slice(run.byte_offset..end_byte);
-            let timestamps = batch_timestamps(&data);
+            let timestamps =
+                batch_timestamps(&data).into_iter().map(|ts| ts.min(before).max(after.unwrap_or(i64::MIN))).collect();
             self.pending_bytes += data.len();
             self.pending.push(Range {
                 tp: tp.clone(),
@@ -777,6 +785,8 @@ fn poll_all(
             }
         }
         let tailer = part.tailer.as_mut().expect("made above");
+        let window = (part.last_poll_ms, now_ms());
+        part.last_poll_ms = Some(window.1);
         loop {
             if budget == 0 {
                 break;
@@ -789,7 +799,7 @@ fn poll_all(
                 Ok(TailEvent::Data(chunk)) => {
                     part.problem = None;
                     budget = budget.saturating_sub(chunk.bytes.len());
-                    out.push(Polled::Chunk(tp.clone(), chunk));
+                    out.push(Polled::Chunk(tp.clone(), chunk, window));
                 }
                 Ok(TailEvent::Truncated { at_offset }) => out.push(Polled::Truncated(tp.clone(), at_offset)),
                 Ok(TailEvent::Missing { from_offset, to_offset }) => {
