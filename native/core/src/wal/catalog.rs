@@ -46,13 +46,12 @@ use crate::store::ObjectStore;
 /// Most object-store requests the catalog functions have in flight at once.
 pub const READ_CONCURRENCY: usize = 8;
 
-/// Parses Kafka's textual topic id (`Uuid.toString()`: 22 characters of base64url without padding).
+/// Parses Kafka's textual topic id (`Uuid.toString()`: 22 characters of base64url without padding); only
+/// the canonical form is accepted, so the id prints back as given.
 pub fn parse_topic_id(s: &str) -> Option<TopicId> {
-    if s.len() != 22 {
-        return None;
-    }
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
-    bytes.try_into().ok()
+    let id: TopicId = bytes.try_into().ok()?;
+    (topic_id_string(&id) == s).then_some(id)
 }
 
 /// Runs `jobs` with at most `limit` of them in flight and returns their results in job order; the first
@@ -688,6 +687,7 @@ mod tests {
         assert_eq!(parse_topic_id(&topic_id_string(&t)), Some(t));
         assert_eq!(parse_topic_id("AAAAAAAAAAAAAAAAAAAAA"), None);
         assert_eq!(parse_topic_id("AAAAAAAAAAAAAAAAAAAA/Q"), None);
+        assert_eq!(parse_topic_id("AAAAAAAAAAAAAAAAAAAAAR"), None); // non-zero padding bits
     }
 
     #[test]
