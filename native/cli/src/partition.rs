@@ -103,8 +103,10 @@ impl TierView {
     pub async fn load(stores: &Stores, topic: &str, topic_id: &str, partition: i32) -> Result<TierView> {
         let id = parse_topic_id(topic_id)
             .ok_or_else(|| Error::config("--topic-id", format!("value={topic_id:?} is not a Kafka topic id")))?;
-        let slow = slow_segments(&stores.slow, &stores.slow_prefix, topic, topic_id, partition).await?;
+        // Fast tier first: cleanup deletes a WAL object only after the slow tier holds its data, so a slow
+        // listing taken after the fast one sees every segment that replaced a fast object we missed.
         let ranges = partition_ranges(&stores.wal, &stores.wal_prefix, &id, partition).await?;
+        let slow = slow_segments(&stores.slow, &stores.slow_prefix, topic, topic_id, partition).await?;
         let mut epochs = EpochStarts::new();
         for m in slow.iter().filter_map(|s| s.manifest.as_ref()) {
             for &(epoch, start) in &m.leader_epochs {
@@ -478,7 +480,28 @@ impl Checker<'_> {
 /// batches also with the fast tier's). The tiers must hold every offset from their lowest to their
 /// highest (`tier_gaps`). Local batches below the local log start exist only in the tiers (deleted
 /// locally), those above the last uploaded offset are not uploaded yet; neither is a problem.
+///
+/// The broker and the plugin keep working while this runs: a WAL object cleaned up, a slow segment
+/// expired or a local segment deleted between listing and reading makes one attempt fail with not-found
+/// or an I/O error; the whole check is then repeated (up to [`VERIFY_ATTEMPTS`] times).
 pub async fn verify(stores: &Stores, dir: &Path) -> Result<VerifyReport> {
+    let mut attempt = 1;
+    loop {
+        match verify_once(stores, dir).await {
+            Err(e) if attempt < VERIFY_ATTEMPTS && (e.is_not_found() || matches!(e, Error::Io { .. })) => {
+                eprintln!("verify attempt {attempt} raced with a deletion ({e}); again");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Attempts of [`verify`] when things are deleted underneath it.
+pub const VERIFY_ATTEMPTS: u32 = 5;
+
+async fn verify_once(stores: &Stores, dir: &Path) -> Result<VerifyReport> {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let (topic, partition) = parse_dir_name(name).ok_or_else(|| {
         Error::config("--dir", format!("dir={} is not a partition directory <topic>-<partition>", dir.display()))
