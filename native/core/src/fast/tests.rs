@@ -169,6 +169,9 @@ fn uploads_led_partitions_byte_exact_across_rolls_and_stops_when_leadership_goes
     assert!(bed.metrics.get(Metric::WalObjects) >= 2);
     assert!(bed.metrics.get(Metric::WalLagCount) >= 5, "lag histogram fed");
     assert!(bed.metrics.get(Metric::WalLagLe10000) >= 5);
+    wait_for("per-second gauges", || {
+        bed.metrics.get(Metric::WalBytesRate) > 0 && bed.metrics.get(Metric::WalPutRate) > 0
+    });
     // Partition 1 moves away: new data there is not uploaded.
     f.leadership(vec![], vec![tp(1)]).unwrap();
     wait_for("membership applied", || f.status()["partitions"] == 1);

@@ -35,6 +35,8 @@ use crate::wal::{
     is_fenced_error, read_header, RetentionIndex, WalHeader, WalObjectBuilder, WalWriter, WalWriterOptions,
 };
 
+/// Window of the per-second gauges.
+const RATE_WINDOW: Duration = Duration::from_secs(30);
 /// Largest read per tailer poll.
 const POLL_BYTES: usize = 1 << 20;
 /// Lag samples kept for the percentile gauges.
@@ -137,6 +139,8 @@ pub(crate) struct Uploader {
     backoff: Duration,
     last_error: Option<String>,
     fenced: bool,
+    /// (when, objects, bytes, put attempts) samples for the per-second gauges, oldest first.
+    rate_samples: VecDeque<(Instant, i64, i64, i64)>,
 }
 
 impl Uploader {
@@ -171,6 +175,7 @@ impl Uploader {
             backoff: Duration::ZERO,
             last_error: None,
             fenced: false,
+            rate_samples: VecDeque::new(),
         }
     }
 
@@ -637,7 +642,29 @@ impl Uploader {
         !dirs.iter().any(|d| d.join(format!("{topic}-{}", tp.partition)).is_dir())
     }
 
-    fn publish_status(&self, state: &str) {
+    /// Per-second gauges over the last [`RATE_WINDOW`], from the counters.
+    fn update_rates(&mut self) {
+        let m = self.shared.metrics.clone();
+        let now = Instant::now();
+        let cur = (now, m.get(Metric::WalObjects), m.get(Metric::WalBytes), m.get(Metric::WalPutRequests));
+        if self.rate_samples.back().is_none_or(|s| now.duration_since(s.0) >= Duration::from_millis(500)) {
+            self.rate_samples.push_back(cur);
+        }
+        while self.rate_samples.len() > 2 && now.duration_since(self.rate_samples[1].0) >= RATE_WINDOW {
+            self.rate_samples.pop_front();
+        }
+        let Some(&(t0, o0, b0, p0)) = self.rate_samples.front() else { return };
+        let secs = now.duration_since(t0).as_secs_f64();
+        if secs >= 1.0 {
+            let per_sec = |d: i64| (d as f64 / secs).round() as i64;
+            m.set(Metric::WalObjectsRate, per_sec(cur.1 - o0));
+            m.set(Metric::WalBytesRate, per_sec(cur.2 - b0));
+            m.set(Metric::WalPutRate, per_sec(cur.3 - p0));
+        }
+    }
+
+    fn publish_status(&mut self, state: &str) {
+        self.update_rates();
         let oldest = self.in_flight.as_ref().and_then(|(_, r)| r.iter().map(|r| r.seen).min());
         let oldest = oldest.or_else(|| self.pending.iter().map(|r| r.seen).min());
         self.metrics().set(Metric::WalBehindMs, oldest.map_or(0, |t| t.elapsed().as_millis() as i64));
