@@ -272,6 +272,39 @@ def test_cleanup_deletes_objects_the_slow_tier_covers(kc, s3_server):
 
 
 # --------------------------------------------------------------------------------------------------
+# 2b. a deleted topic's fast-tier data goes too (no slow-tier coverage needed: the partition is gone)
+
+
+def test_deleted_topic_leaves_the_fast_tier(kc, s3_server):
+    topic = "ft-deleted"
+    kc.create_topic(topic, 2, config=fast_topic_config(**{"segment.ms": 600000}))
+    tid = kc.topic_id(topic)
+    prod = ContinuousProducer(kc, topic, 2, "none", rate=500).start()
+    time.sleep(5)
+    prod.stop()
+
+    def keys_with_topic() -> set[str]:
+        keys: set[str] = set()
+        for p in range(2):
+            shown = cli_json(kc, 0, ["partition", "show", "--topic", topic, "--partition", str(p), "--topic-id", tid])
+            keys |= {r["key"] for r in shown["fast"]["ranges"]}
+        return keys
+
+    held = keys_with_topic()
+    assert held, "the topic's data never reached the fast tier"
+    kc.delete_topic(topic)
+    # newer objects from another topic, so the objects holding the deleted topic are not streams' newest
+    other = ContinuousProducer(kc, "ft-after-delete", 3, "none", rate=300)
+    kc.create_topic("ft-after-delete", 3, config=fast_topic_config())
+    other.start()
+    try:
+        wait_until(lambda: not (held & set(wal_keys(s3_server, kc))), 90, 2.0,
+                   f"the deleted topic's {len(held)} WAL objects to be deleted")
+    finally:
+        other.stop()
+
+
+# --------------------------------------------------------------------------------------------------
 # 3. leadership moves: kill -9 of a leader, then a preferred-leader election, under produce
 
 
