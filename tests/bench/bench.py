@@ -41,7 +41,7 @@ BUCKET = "fasttier-bench"
 # The plugin's read settings are its defaults (stated here so the figures say what they were run with).
 RSM = {
     "chunk.bytes": 4 * MIB,
-    "read.ahead.chunks": 1,
+    "read.ahead.chunks": 4,
     "cache.bytes": 128 * MIB,
     "upload.part.bytes": 8 * MIB,
     "upload.concurrency": 4,
@@ -222,7 +222,7 @@ def run_native(s3: S3Server, work: Path, results: dict, quick: bool) -> None:
     results["mem_copy"] = native(s3, prefix, "mem-copy", "--file", str(seg), "--keep")
     log(f"  peak delta {results['mem_copy']['peak_delta_mib']:.1f} MiB")
     log("native: RSS per open stream")
-    results["mem_streams"] = native(s3, prefix, "mem-streams", "--n", "4,16" if quick else "16,64")
+    results["mem_streams"] = native(s3, prefix, "mem-streams", "--n", "4,16" if quick else "16,40")
     for r in results["mem_streams"]["runs"]:
         log(f"  N={r['n']}: {r['per_stream_mib']:.2f} MiB/stream = {r['per_stream_chunks']:.2f} chunks")
     # The read path against a distant store, modelled by 20 ms before every GET (fasttier-bench
@@ -654,7 +654,6 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool,
         log("kafka: reads (offset 0 to the local log start: every byte from the plugin)")
         r1 = info["r1"]
         r1_groups = [{0: r1["local_start"][0]}]
-        window = 1 + RSM["read.ahead.chunks"]
         for rep in (1, 2):
             passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, f"r1 #{rep}"))
             baseline("r1", "seq", f"r1 raw seq #{rep}")
@@ -677,31 +676,20 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool,
         lp["note"] = "size taken from r1 (same records)"
         passes.append(lp)
         if tuned:
-            # What the analysis in docs/benchmarks.md points at, one change at a time: (1) the broker's socket
-            # send buffer (Kafka copies the whole remaining heap buffer of a remote fetch response into a
-            # temporary direct buffer on every socket write, so a small SO_SNDBUF makes that quadratic), then
-            # (2) a plugin read-ahead that covers a whole fetch.
+            # What the analysis in docs/benchmarks.md points at on the broker side: its socket send buffer
+            # (Kafka copies the whole remaining heap buffer of a remote fetch response into a temporary direct
+            # buffer on every socket write, so the default 100 KiB SO_SNDBUF makes that quadratic). The plugin
+            # stays at its defaults.
             log("kafka: restarting the broker with socket.send.buffer.bytes=-1 (OS autotuning)")
             kc.broker_overrides["socket.send.buffer.bytes"] = -1
             kc.restart_broker(0)
             read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "warm-up after restart (not reported)")
-            passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "r1 sndbuf fetch 16 MiB"))
-            passes.append(read_pass(kc, jmx, "r4", [dict(r4["local_start"])], r4["segment_bytes"], mpfb,
-                                    "r4 sndbuf 1 consumer"))
-            ra = 4
-            log(f"kafka: restarting the broker with socket.send.buffer.bytes=-1 and read.ahead.chunks={ra}")
-            kc.update_rsm_config(**{"read.ahead.chunks": ra})
-            kc.restart_broker(0)
-            read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "warm-up after restart (not reported)")
             for f in (mpfb, 4 * MIB):
                 passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], f, f"r1 tuned fetch {f // MIB} MiB"))
-            baseline("r1", "seq", f"r1 raw seq window {1 + ra}", sets={"read.ahead.chunks": ra})
-            baseline("r1", "engine", f"r1 engine read-ahead {ra}, 1 stream per 16 MiB", "--fetch-bytes", str(mpfb),
-                     sets={"read.ahead.chunks": ra})
+            passes.append(read_pass(kc, jmx, "r4", [dict(r4["local_start"])], r4["segment_bytes"], mpfb,
+                                    "r4 tuned 1 consumer"))
             passes.append(read_pass(kc, jmx, "r4", [{p: e} for p, e in r4["local_start"].items()], r4["segment_bytes"],
                                     mpfb, "r4 tuned 4 consumers"))
-            baseline("r4", "seq", f"r4 raw seq window {1 + ra}, 4 partitions at once", "--concurrent-partitions",
-                     sets={"read.ahead.chunks": ra})
     finally:
         kc.close(keep_dir=bool(os.environ.get("FASTTIER_KEEP_TMP")))
 
@@ -733,11 +721,11 @@ def table(results: dict) -> str:
         base = {b["label"]: b for b in k["baselines"]}
         passes = {p["label"]: p for p in k["passes"]}
         seq = max((b for b in k["baselines"] if b["label"].startswith("r1 raw seq #")), key=lambda b: b["mbps"])
-        w = seq["window"]
 
         def vs(p, b, what, target=">= 80%"):
-            row("1 remote read", what, f"{p['mbps']:.0f} MB/s", f"{b['mbps']:.0f} MB/s {b['label'][3:]}",
-                f"{p['mbps'] / b['mbps']:.0%}", target, _load(p))
+            row("1 remote read", what, f"{p['mbps']:.0f} MB/s",
+                f"{b['mbps']:.0f} MB/s {b['label'][3:]} (window {b['window']})", f"{p['mbps'] / b['mbps']:.0%}",
+                target, _load(p))
 
         for lab in ("r1 #1", "r1 #2"):
             if lab in passes:
@@ -750,16 +738,15 @@ def table(results: dict) -> str:
             vs(passes["r4 1 consumer"], base["r4 raw seq, one partition after another"], "4 partitions, 1 consumer")
         if "r4 4 consumers" in passes:
             vs(passes["r4 4 consumers"], base["r4 raw seq, 4 partitions at once"], "4 partitions, 4 consumers")
-        if "r1 sndbuf fetch 16 MiB" in passes:
-            vs(passes["r1 sndbuf fetch 16 MiB"], seq, "broker socket.send.buffer.bytes=-1: 1 partition, fetch 16 MiB")
-        if "r4 sndbuf 1 consumer" in passes:
-            vs(passes["r4 sndbuf 1 consumer"], base["r4 raw seq, one partition after another"],
-               "broker socket.send.buffer.bytes=-1: 4 partitions, 1 consumer")
-        for lab, b in (("r1 tuned fetch 16 MiB", "r1 raw seq window 5"), ("r1 tuned fetch 4 MiB", "r1 raw seq window 5"),
-                       ("r4 tuned 4 consumers", "r4 raw seq window 5, 4 partitions at once")):
-            if lab in passes and b in base:
-                vs(passes[lab], base[b], "+ read.ahead.chunks=4: " + lab.replace("r1 tuned ", "1 partition, ").replace(
-                    "r4 tuned ", "4 partitions, "))
+        tuned = "broker socket.send.buffer.bytes=-1: "
+        for lab, b, what in (("r1 tuned fetch 16 MiB", seq, "1 partition, fetch 16 MiB"),
+                             ("r1 tuned fetch 4 MiB", seq, "1 partition, fetch 4 MiB"),
+                             ("r4 tuned 1 consumer", base.get("r4 raw seq, one partition after another"),
+                              "4 partitions, 1 consumer"),
+                             ("r4 tuned 4 consumers", base.get("r4 raw seq, 4 partitions at once"),
+                              "4 partitions, 4 consumers")):
+            if lab in passes and b:
+                vs(passes[lab], b, tuned + what)
         if "l1 local" in passes:
             p = passes["l1 local"]
             row("1 reference", "same consumer, local (never tiered) data, fetch 16 MiB", f"{p['mbps']:.0f} MB/s",
@@ -768,8 +755,7 @@ def table(results: dict) -> str:
                           ("r4 raw par16", "raw GET, 16 in flight, 4 partitions")):
             if lab in base:
                 row("1 reference", what + " (server ceiling)", f"{base[lab]['mbps']:.0f} MB/s", "", "", "", _load(base[lab]))
-        for lab, ref in (("r1 engine, 1 stream per segment", seq), ("r1 engine, 1 stream per 16 MiB", seq),
-                         ("r1 engine read-ahead 4, 1 stream per 16 MiB", base.get("r1 raw seq window 5"))):
+        for lab, ref in (("r1 engine, 1 stream per segment", seq), ("r1 engine, 1 stream per 16 MiB", seq)):
             if lab in base and ref:
                 row("1 reference", lab.replace("r1 engine", "engine alone (no Kafka, no JNI)"),
                     f"{base[lab]['mbps']:.0f} MB/s", f"{ref['mbps']:.0f} MB/s {ref['label'][3:]}",

@@ -38,7 +38,8 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 const MIB: u64 = 1 << 20;
-/// What the JNI bridge copies per native read call (`STREAM_COPY_BUFFER` in native/jni).
+/// Bytes per `stream_read` in mode engine: what the JNI bridge copies from a chunk into the Java array at a
+/// time (`STREAM_COPY_SLICE` in native/jni; one copy, like `stream_read` into this buffer).
 const READ_CALL_BYTES: usize = 1 << 20;
 
 #[derive(Parser)]
@@ -103,7 +104,7 @@ enum Cmd {
         topic: String,
         #[arg(long, default_value = "QmVuY2hNZW1Ub3BpY0lkMQ")]
         topic_id: String,
-        #[arg(long, value_delimiter = ',', default_value = "16,64")]
+        #[arg(long, value_delimiter = ',', default_value = "16,40")]
         n: Vec<usize>,
     },
     /// Reads every copied `.log` object of a topic (partitions one after another, or all at once).
