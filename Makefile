@@ -2,6 +2,7 @@
 #   make demo   set up, build, run a local 3-broker cluster with the plugin on MinIO and show tiering
 #   make test   set up, build, run every test suite (what CI runs: .ci/run)
 #   make bench  set up, build, run the benchmarks (prints figures; see docs/benchmarks.md)
+#   make bench-fast  set up, build, run the fast tier benchmark (docs/benchmarks.md, "Fast tier")
 #
 # Build output of cargo is cached outside the clone (like the Kafka jars and MinIO) so a fresh clone on a
 # machine that has built before does not recompile the AWS SDK; set CARGO_TARGET_DIR to override.
@@ -9,7 +10,7 @@ export FASTTIER_CACHE ?= $(HOME)/.cache/fasttier
 export CARGO_TARGET_DIR ?= $(FASTTIER_CACHE)/target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench setup build clean
+.PHONY: demo test bench bench-fast setup build clean
 
 setup:
 	bash tests/scripts/install-build-tools.sh
@@ -27,6 +28,10 @@ demo: setup build
 
 bench: setup build
 	bash tests/bench/run.sh
+
+bench-fast: setup build
+	cargo build --release --quiet -p fasttier-bench --bin fasttier-bench-fast
+	python3 tests/bench/fast_tier.py
 
 clean:
 	rm -rf build java-shim/build target

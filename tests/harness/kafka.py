@@ -22,6 +22,14 @@ Plugin clusters use both of fasttier's plugins: the RSM and the RLMM (FastTierRe
 delegates segment metadata to Kafka's TopicBasedRemoteLogMetadataManager -- the rlmm.config.* settings below
 reach it -- and tells the fast tier what this broker leads). fast_tier=False turns the fast tier off
 (rsm.config.wal.enable=false); the RLMM stays, as a pass-through.
+
+In the zones test bed (harness/zones.py), zones=z puts node i in zone i % z.n: the JVM runs under
+`ip netns exec <namespace>` and its BROKER and CONTROLLER listeners (inter-broker replication, the KRaft
+quorum, the RLMM's clients) use the zone's address, so that traffic crosses the counted zone links. Clients
+in the test process use a third listener, CLIENT, on the zone address too, advertised as 127.0.0.1:<port>
+where a zones.Forwarder relays into the namespace of client_zone (default: the broker's own zone, so client
+traffic crosses no counted link). JMX ports are forwarded the same way. The S3 server must then run in the
+bed as well (S3Server(netns=z.s3_ns, host=z.s3_addr)); the brokers get its zone_endpoint.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ RSM_CLASS = "io.fasttier.kafka.FastTierRemoteStorageManager"
 RLMM_CLASS = "io.fasttier.kafka.FastTierRemoteLogMetadataManager"
 BROKER_LISTENER = "BROKER"
 CONTROLLER_LISTENER = "CONTROLLER"
+CLIENT_LISTENER = "CLIENT"  # only with zones: what the test process's clients connect to
 
 
 def kafka_libs(version: str) -> Path:
@@ -114,6 +123,10 @@ class Node:
     dir: Path
     proc: Optional[ManagedProcess] = None
     jmx_port: Optional[int] = None
+    host: str = LOOPBACK  # listen address of BROKER and CONTROLLER (and CLIENT with zones)
+    zone: Optional[str] = None  # with zones: the zone's name ("az1", ...)
+    netns: Optional[str] = None  # with zones: the network namespace the JVM runs in
+    client_port: Optional[int] = None  # with zones: the CLIENT listener's port (in the zone and on 127.0.0.1)
 
     @property
     def data_dir(self) -> Path:
@@ -154,9 +167,14 @@ class KafkaCluster:
         name: str = "kafka",
         fast_tier: bool = True,
         jmx: bool = False,
+        zones=None,
+        client_zone=None,
     ) -> None:
         """
         jmx: every node gets a JMX port (Node.jmx_port) for harness.jmx.Jmx.
+        zones: a started harness.zones.Zones: node i runs in zone i % zones.n (see the module doc).
+        client_zone: with zones, the zone (index or name) the test process's clients connect from;
+            None: each broker's own zone.
         broker_overrides: server.properties entries for every node (a value None removes the key).
         rsm_config: plugin settings, with or without the "rsm.config." prefix (None removes a key).
         node_overrides: {node_id: {...}} server.properties entries for one node only.
@@ -165,6 +183,13 @@ class KafkaCluster:
         """
         if plugin and s3 is None:
             raise HarnessError("KafkaCluster(plugin=True) needs an S3Server (s3=...)")
+        if zones is not None and s3 is not None and not getattr(s3, "netns", None):
+            raise HarnessError(
+                "KafkaCluster(zones=...) needs the S3 server in the bed too: S3Server(netns=z.s3_ns, host=z.s3_addr)"
+            )
+        self.zones = zones
+        self.client_zone = client_zone
+        self._forwarders: dict[int, list] = {}
         self.n = n_brokers
         self.version = version
         self.plugin = plugin
@@ -194,11 +219,16 @@ class KafkaCluster:
             if self._own_dir:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
             raise
-        ports = free_ports(3 * n_brokers)
+        ports = free_ports((4 if zones is not None else 3) * n_brokers)
         self.nodes = [
             Node(i, ports[3 * i], ports[3 * i + 1], self.base_dir / f"node-{i}", jmx_port=ports[3 * i + 2] if jmx else None)
             for i in range(n_brokers)
         ]
+        if zones is not None:
+            for node in self.nodes:
+                z = node.node_id % zones.n
+                node.zone, node.netns, node.host = zones.place(z), zones.ns(z), zones.addr(z)
+                node.client_port = ports[3 * n_brokers + node.node_id]
         self._formatted = False
         self._admin = None
         for node in self.nodes:
@@ -233,7 +263,7 @@ class KafkaCluster:
         return min(3, self.n)
 
     def voters(self) -> str:
-        return ",".join(f"{n.node_id}@{LOOPBACK}:{n.controller_port}" for n in self.nodes)
+        return ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
 
     def rsm_properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {}
@@ -241,7 +271,7 @@ class KafkaCluster:
             props.update(
                 {
                     "rsm.config.s3.bucket": self.s3.bucket,
-                    "rsm.config.s3.endpoint": self.s3.endpoint,
+                    "rsm.config.s3.endpoint": self.s3.zone_endpoint if self.zones is not None else self.s3.endpoint,
                     "rsm.config.s3.region": self.s3.region,
                     "rsm.config.s3.path.style": "true",
                     "rsm.config.s3.access.key.id": self.s3.access_key,
@@ -260,9 +290,9 @@ class KafkaCluster:
             "node.id": node.node_id,
             "process.roles": "broker,controller",
             "controller.quorum.voters": self.voters(),
-            "listeners": f"{BROKER_LISTENER}://{LOOPBACK}:{node.broker_port},"
-            f"{CONTROLLER_LISTENER}://{LOOPBACK}:{node.controller_port}",
-            "advertised.listeners": f"{BROKER_LISTENER}://{LOOPBACK}:{node.broker_port}",
+            "listeners": f"{BROKER_LISTENER}://{node.host}:{node.broker_port},"
+            f"{CONTROLLER_LISTENER}://{node.host}:{node.controller_port}",
+            "advertised.listeners": f"{BROKER_LISTENER}://{node.host}:{node.broker_port}",
             "listener.security.protocol.map": f"{BROKER_LISTENER}:PLAINTEXT,{CONTROLLER_LISTENER}:PLAINTEXT",
             "inter.broker.listener.name": BROKER_LISTENER,
             "controller.listener.names": CONTROLLER_LISTENER,
@@ -292,6 +322,10 @@ class KafkaCluster:
             "auto.leader.rebalance.enable": "false",
             "delete.topic.enable": "true",
         }
+        if node.client_port is not None:
+            p["listeners"] += f",{CLIENT_LISTENER}://{node.host}:{node.client_port}"
+            p["advertised.listeners"] += f",{CLIENT_LISTENER}://{LOOPBACK}:{node.client_port}"
+            p["listener.security.protocol.map"] += f",{CLIENT_LISTENER}:PLAINTEXT"
         if self.plugin:
             p.update(
                 {
@@ -404,10 +438,34 @@ class KafkaCluster:
         if node.proc is not None and node.proc.running():
             return
         self._write_properties(node)
-        argv = self._jvm_argv(node, "kafka.Kafka", [str(node.properties_path)])
+        argv = self.exec_prefix(node.node_id) + self._jvm_argv(node, "kafka.Kafka", [str(node.properties_path)])
+        self._forward(node)
         node.proc = ManagedProcess(
             f"{self.name}-node-{node.node_id}", argv, node.stdout_path, env=self._env(), cwd=node.dir
         )
+
+    def exec_prefix(self, i: int) -> list[str]:
+        """argv prefix that runs a command where node i runs (its zone's namespace; [] without zones)."""
+        node = self.nodes[i]
+        return ["ip", "netns", "exec", node.netns] if node.netns else []
+
+    def zone_of(self, i: int) -> Optional[str]:
+        return self.nodes[i].zone
+
+    def _forward(self, node: Node) -> None:
+        """With zones: 127.0.0.1 forwarders for node's CLIENT listener and JMX port (once per node)."""
+        if self.zones is None or node.node_id in self._forwarders:
+            return
+        fwd = [self.zones.forward(self.client_zone if self.client_zone is not None else node.zone,
+                                  node.host, node.client_port, listen_port=node.client_port)]
+        if node.jmx_port is not None:
+            fwd.append(self.zones.forward(node.zone, LOOPBACK, node.jmx_port, listen_port=node.jmx_port))
+        self._forwarders[node.node_id] = fwd
+
+    def _listening(self, node: Node) -> bool:
+        if node.netns is None:
+            return port_open(node.broker_port)
+        return self.zones.port_open(node.zone, node.host, node.broker_port)
 
     def wait_ready(self, timeout: float = 180.0, nodes: Optional[Iterable[int]] = None) -> None:
         """Wait until the given nodes (default all) run, listen, and the cluster metadata lists them."""
@@ -418,7 +476,7 @@ class KafkaCluster:
                 node = self.nodes[i]
                 if node.proc is None or not node.proc.running():
                     raise BrokerExited(self, i)
-                if not port_open(node.broker_port):
+                if not self._listening(node):
                     return False
             alive = self.alive_broker_ids(timeout=5)
             return set(ids) <= set(alive)
@@ -436,7 +494,9 @@ class KafkaCluster:
 
     def bootstrap_servers(self, nodes: Optional[Iterable[int]] = None) -> str:
         ids = list(nodes) if nodes is not None else [n.node_id for n in self.nodes]
-        return ",".join(f"{LOOPBACK}:{self.nodes[i].broker_port}" for i in ids)
+        return ",".join(
+            f"{LOOPBACK}:{self.nodes[i].client_port or self.nodes[i].broker_port}" for i in ids
+        )
 
     def stop_broker(self, i: int, timeout: float = 120.0) -> Optional[int]:
         """SIGTERM (controlled shutdown) and wait for the JVM to exit. Returns its exit code."""
@@ -530,6 +590,10 @@ class KafkaCluster:
 
     def close(self, keep_dir: Optional[bool] = None) -> None:
         self.stop()
+        for fwd in self._forwarders.values():
+            for f in fwd:
+                f.close()
+        self._forwarders.clear()
         if keep_dir is None:
             keep_dir = bool(os.environ.get("FASTTIER_KEEP_TMP"))
         if self._own_dir and not keep_dir:
@@ -771,6 +835,11 @@ class KafkaCluster:
             if f.name.endswith(".log") and f.name[:-4].isdigit():
                 out.append(int(f.name[:-4]))
         return sorted(out)
+
+    def local_log_bytes(self, i: int, topic: str, partition: int) -> int:
+        """Total size of node i's .log segment files of the partition (its record batches on disk)."""
+        d = self.partition_dir(i, topic, partition)
+        return sum((d / f"{b:020d}.log").stat().st_size for b in self.local_segments(i, topic, partition))
 
     def local_log_start(self, i: int, topic: str, partition: int) -> Optional[int]:
         """Base offset of node i's oldest local segment of the partition (None if it has none)."""

@@ -9,6 +9,11 @@
 The MinIO binary comes from tests/scripts/setup.sh (env FASTTIER_MINIO_BIN overrides).
 Note: MinIO always listens on every loopback address of the host (127.0.0.1 and [::1]) in addition to
 the address it is given (cmd/server-main.go getServerListenAddrs); both are loopback only.
+
+In the zones test bed (harness/zones.py): S3Server(netns=z.s3_ns, host=z.s3_addr) runs MinIO inside that
+network namespace on host:<port>; zone_endpoint (http://host:port) is what processes in the zones use,
+endpoint stays http://127.0.0.1:<port> for the test process (a zones.Forwarder on the same port number,
+closed while the server is stopped).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from .procs import (
     tail,
     wait_until,
 )
+from .zones import Forwarder
 
 DEFAULT_ACCESS_KEY = "fasttier-test"
 DEFAULT_SECRET_KEY = "fasttier-test-secret"
@@ -64,7 +70,13 @@ class S3Server:
         access_key: str = DEFAULT_ACCESS_KEY,
         secret_key: str = DEFAULT_SECRET_KEY,
         port: Optional[int] = None,
+        netns: Optional[str] = None,
+        host: str = LOOPBACK,
     ) -> None:
+        """netns, host: run MinIO inside that network namespace, listening on host (see the module doc)."""
+        self.netns = netns
+        self.host = host if netns else LOOPBACK
+        self._forwarder: Optional[Forwarder] = None
         self.buckets = list(buckets)
         self.access_key = access_key
         self.secret_key = secret_key
@@ -82,6 +94,11 @@ class S3Server:
     @property
     def endpoint(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def zone_endpoint(self) -> str:
+        """The endpoint as seen from the zones' namespaces (endpoint itself without netns)."""
+        return f"http://{self.host}:{self.port}"
 
     @property
     def bucket(self) -> str:
@@ -112,9 +129,12 @@ class S3Server:
             "--quiet",
             "--anonymous",
             "--address",
-            f"{LOOPBACK}:{self.port}",
+            f"{self.host}:{self.port}",
             str(self.data_dir),
         ]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+            self._forwarder = Forwarder(self.netns, self.host, self.port, port=self.port)
         self._proc = ManagedProcess(f"minio:{self.port}", argv, self.log_path, env=env)
         try:
             wait_until(self._ready, timeout, 0.2, lambda: f"MinIO on {self.endpoint} to be ready")
@@ -145,12 +165,19 @@ class S3Server:
         if self._proc is not None:
             self._proc.terminate(timeout)
             self._proc = None
+        self._close_forwarder()
 
     def kill(self) -> None:
         """SIGKILL; start() brings it back on the same port with the same data."""
         if self._proc is not None:
             self._proc.kill()
             self._proc = None
+        self._close_forwarder()
+
+    def _close_forwarder(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.close()
+            self._forwarder = None
 
     def close(self) -> None:
         self.stop()
@@ -164,7 +191,8 @@ class S3Server:
         self.close()
 
     def __repr__(self) -> str:
-        return f"S3Server({self.endpoint}, buckets={self.buckets}, dir={self.base_dir})"
+        where = f" in {self.netns} at {self.zone_endpoint}" if self.netns else ""
+        return f"S3Server({self.endpoint}{where}, buckets={self.buckets}, dir={self.base_dir})"
 
     # ---------------------------------------------------------------- boto3 helpers
     @property

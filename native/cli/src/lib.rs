@@ -4,10 +4,13 @@
 //! * [`wal_cmd`] — `fasttier wal list`: the fast tier's streams, or one broker's objects;
 //! * [`partition`] — `fasttier partition show` (a partition in the slow and the fast tier, resolved) and
 //!   `fasttier partition verify` (a broker's local log checked byte for byte against the tiers);
-//! * [`local`] — reading a local partition directory without the broker.
+//! * [`local`] — reading a local partition directory without the broker;
+//! * [`rebuild`] — `fasttier rebuild`: a stopped broker's partitions written back into its log directory
+//!   from the tiers, in Kafka's on-disk format.
 
 pub mod local;
 pub mod partition;
+pub mod rebuild;
 pub mod wal_cmd;
 
 /// `unix_ms` as an ISO-8601 UTC timestamp with milliseconds (`2023-11-14T22:13:20.000Z`).

@@ -3,15 +3,18 @@
 //! Every command reads the `rsm.config.*` properties from a broker properties file (`--broker-config`),
 //! so the tool sees exactly the buckets and prefixes the broker uses (the fast tier's from `wal.*`).
 //! Exit status: 0 fine, 1 a problem was found (e.g. a corrupt object, a mismatch), 2 bad usage or
-//! configuration. The `wal` and `partition` commands live in the `fasttier_cli` library (`lib.rs`).
+//! configuration. The `wal`, `partition` and `rebuild` commands live in the `fasttier_cli` library
+//! (`lib.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use fasttier_cli::partition::{self, Stores};
+use fasttier_cli::rebuild::{self, Progress, Quiet, RebuildOptions, StartAt, Target};
 use fasttier_cli::wal_cmd;
 use fasttier_core::config::{Config, PREFIX};
 use fasttier_core::engine::{open_store, open_wal_store};
@@ -67,6 +70,44 @@ enum Command {
         #[command(subcommand)]
         command: PartitionCommand,
     },
+    /// Writes partitions of a stopped broker back into its log directory from the slow and the fast tier
+    /// (Kafka's on-disk format, checked byte for byte), so that it fetches only newer data from the leader.
+    Rebuild {
+        /// The broker's log directory (default: the only entry of log.dirs in --broker-config).
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
+        /// The topic to rebuild.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Partitions of --topic (comma-separated or repeated; default: every partition the tiers hold).
+        #[arg(long, value_delimiter = ',', requires = "topic")]
+        partition: Vec<i32>,
+        /// Topic-partitions as Kafka names their directories, e.g. orders-0,payments-3 (comma-separated or
+        /// repeated).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Vec<String>,
+        /// Topic id (base64url) of --topic; needed when the slow tier has no segment of the topic.
+        #[arg(long, requires = "topic")]
+        topic_id: Option<String>,
+        /// Restore from the segment (or fast-tier batch) holding this offset instead of by local retention.
+        #[arg(long, conflicts_with_all = ["local_retention_ms", "local_retention_bytes"])]
+        from_offset: Option<i64>,
+        /// The topic's local.retention.ms (-1: unlimited); default the broker's log.local.retention.ms.
+        #[arg(long, allow_hyphen_values = true)]
+        local_retention_ms: Option<i64>,
+        /// The topic's local.retention.bytes (-1: unlimited); default the broker's log.local.retention.bytes.
+        #[arg(long, allow_hyphen_values = true)]
+        local_retention_bytes: Option<i64>,
+        /// Replace partition directories that already hold segment files.
+        #[arg(long)]
+        force: bool,
+        /// Only show what would be restored.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,6 +151,7 @@ enum PartitionCommand {
     },
 }
 
+/// Every `key=value` (or `key: value`) of a properties file.
 fn load_properties(path: &PathBuf) -> std::result::Result<BTreeMap<String, String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut map = BTreeMap::new();
@@ -119,11 +161,73 @@ fn load_properties(path: &PathBuf) -> std::result::Result<BTreeMap<String, Strin
             continue;
         }
         let Some((k, v)) = line.split_once(['=', ':']) else { continue };
-        if let Some(k) = k.trim().strip_prefix(PREFIX) {
-            map.insert(k.to_string(), v.trim().to_string());
-        }
+        map.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(map)
+}
+
+/// A progress bar (on stderr) fed by the rebuild.
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn planned(&self, partition: &str, bytes: u64) {
+        self.0.inc_length(bytes);
+        self.0.set_message(partition.to_string());
+    }
+
+    fn wrote(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn phase(&self, partition: &str, phase: &str) {
+        self.0.set_message(format!("{partition}: {phase}"));
+    }
+}
+
+fn progress_bar() -> Bar {
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}) {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Bar(bar)
+}
+
+/// The partitions `rebuild` names: `--topic` with `--partition` (or every partition the tiers hold of
+/// it), and `--partitions`; topic ids from `--topic-id` or the slow tier.
+async fn rebuild_targets(
+    stores: &Stores,
+    topic: Option<&str>,
+    partition: &[i32],
+    partitions: &[String],
+    topic_id: Option<&str>,
+) -> Result<Vec<Target>> {
+    let mut named = rebuild::parse_partition_names(partitions)?;
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(t) = topic {
+        let id = partition::resolve_topic_id(stores, t, topic_id).await?;
+        let parts = if partition.is_empty() { rebuild::tiered_partitions(stores, t, &id).await? } else { partition.to_vec() };
+        if parts.is_empty() {
+            return Err(Error::config("--topic", format!("the tiers hold no partition of topic={t} (id {id})")));
+        }
+        named.extend(parts.into_iter().map(|p| (t.to_string(), p)));
+        ids.insert(t.to_string(), id);
+    }
+    if named.is_empty() {
+        return Err(Error::config("--topic", "name what to rebuild: --topic (with --partition) or --partitions"));
+    }
+    let mut targets = Vec::new();
+    for (t, p) in named {
+        if !ids.contains_key(&t) {
+            let id = partition::resolve_topic_id(stores, &t, None).await?;
+            ids.insert(t.clone(), id);
+        }
+        targets.push(Target { topic_id: ids[&t].clone(), topic: t, partition: p });
+    }
+    Ok(targets)
 }
 
 /// One segment directory entry found by listing.
@@ -170,10 +274,12 @@ async fn find_segments(
 }
 
 async fn run(cli: Cli) -> std::result::Result<bool, Error> {
-    let mut map = match &cli.broker_config {
+    let props = match &cli.broker_config {
         Some(p) => load_properties(p).map_err(|e| Error::config("--broker-config", e))?,
         None => BTreeMap::new(),
     };
+    let mut map: BTreeMap<String, String> =
+        props.iter().filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?.to_string(), v.clone()))).collect();
     for kv in &cli.set {
         let (k, v) =
             kv.split_once('=').ok_or_else(|| Error::config("--set", format!("value={kv:?} is not KEY=VALUE")))?;
@@ -257,6 +363,99 @@ async fn run(cli: Cli) -> std::result::Result<bool, Error> {
             let view = partition::show(&stores().await?, &topic, partition, topic_id.as_deref()).await?;
             println!("{}", if json { view.to_json().to_string() } else { view.render() });
             Ok(true)
+        }
+        Command::Rebuild {
+            log_dir,
+            topic,
+            partition,
+            partitions,
+            topic_id,
+            from_offset,
+            local_retention_ms,
+            local_retention_bytes,
+            force,
+            dry_run,
+            json,
+        } => {
+            let log_dir = match log_dir {
+                Some(d) => d,
+                None => {
+                    let dirs = props.get("log.dirs").or_else(|| props.get("log.dir"));
+                    let dirs: Vec<&str> = dirs.map_or(Vec::new(), |d| d.split(',').map(str::trim).collect());
+                    match dirs.as_slice() {
+                        [one] if !one.is_empty() => PathBuf::from(one),
+                        _ => return Err(Error::config("--log-dir", "name the log directory (log.dirs has not exactly one)")),
+                    }
+                }
+            };
+            let start = match from_offset {
+                Some(x) => StartAt::Offset(x),
+                None => {
+                    let mut r = rebuild::broker_local_retention(&props)?;
+                    for (flag, given, field) in [
+                        ("--local-retention-ms", local_retention_ms, &mut r.ms),
+                        ("--local-retention-bytes", local_retention_bytes, &mut r.bytes),
+                    ] {
+                        if let Some(v) = given {
+                            if v < -1 {
+                                return Err(Error::config(flag, format!("value={v}: -1 (unlimited) or more")));
+                            }
+                            *field = v;
+                        }
+                    }
+                    StartAt::Retention(r)
+                }
+            };
+            let mut opts = RebuildOptions::new(log_dir, start);
+            opts.force = force;
+            opts.dry_run = dry_run;
+            if let Some(v) = props.get("log.segment.bytes") {
+                opts.max_segment_bytes = v
+                    .parse()
+                    .map_err(|_| Error::config("log.segment.bytes", format!("value={v:?} is not a number")))?;
+            }
+            let s = stores().await?;
+            let targets =
+                rebuild_targets(&s, topic.as_deref(), &partition, &partitions, topic_id.as_deref()).await?;
+            let bar = (!json && std::io::stdout().is_terminal()).then(progress_bar);
+            let progress: Arc<dyn Progress> = match &bar {
+                Some(b) => Arc::new(Bar(b.0.clone())),
+                None => Arc::new(Quiet),
+            };
+            let result = rebuild::rebuild(&s, &targets, &opts, progress).await;
+            if let Some(b) = &bar {
+                b.0.finish_and_clear();
+            }
+            match result {
+                Ok(r) => {
+                    if json {
+                        println!("{}", r.to_json());
+                    } else {
+                        if bar.is_some() {
+                            for p in &r.partitions {
+                                println!(
+                                    "{}: {}..={} in {} segments, {} bytes, leader epochs {:?}{} -> {}",
+                                    p.name(),
+                                    p.first_offset,
+                                    p.log_end_offset - 1,
+                                    p.segments.len(),
+                                    p.bytes(),
+                                    p.leader_epochs,
+                                    p.producer_snapshot.map_or(String::new(), |o| format!(", producer snapshot at {o}")),
+                                    p.dir
+                                );
+                            }
+                        }
+                        println!("{}", r.summary());
+                    }
+                    Ok(r.ok())
+                }
+                Err(e) if json && !matches!(e, Error::Config { .. }) => {
+                    println!("{}", serde_json::json!({ "ok": false, "error": e.to_string() }));
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Partition { command: PartitionCommand::Verify { dir, json } } => {
             match partition::verify(&stores().await?, &dir).await {

@@ -485,9 +485,19 @@ impl Checker<'_> {
 /// expired or a local segment deleted between listing and reading makes one attempt fail with not-found
 /// or an I/O error; the whole check is then repeated (up to [`VERIFY_ATTEMPTS`] times).
 pub async fn verify(stores: &Stores, dir: &Path) -> Result<VerifyReport> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let (topic, partition) = parse_dir_name(name).ok_or_else(|| {
+        Error::config("--dir", format!("dir={} is not a partition directory <topic>-<partition>", dir.display()))
+    })?;
+    verify_as(stores, dir, &topic, partition).await
+}
+
+/// [`verify`] of a directory whose name does not say the partition (e.g. one being written by `fasttier
+/// rebuild`): `topic` and `partition` are given.
+pub async fn verify_as(stores: &Stores, dir: &Path, topic: &str, partition: i32) -> Result<VerifyReport> {
     let mut attempt = 1;
     loop {
-        match verify_once(stores, dir).await {
+        match verify_once(stores, dir, topic, partition).await {
             Err(e) if attempt < VERIFY_ATTEMPTS && (e.is_not_found() || matches!(e, Error::Io { .. })) => {
                 eprintln!("verify attempt {attempt} raced with a deletion ({e}); again");
                 attempt += 1;
@@ -501,17 +511,13 @@ pub async fn verify(stores: &Stores, dir: &Path) -> Result<VerifyReport> {
 /// Attempts of [`verify`] when things are deleted underneath it.
 pub const VERIFY_ATTEMPTS: u32 = 5;
 
-async fn verify_once(stores: &Stores, dir: &Path) -> Result<VerifyReport> {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let (topic, partition) = parse_dir_name(name).ok_or_else(|| {
-        Error::config("--dir", format!("dir={} is not a partition directory <topic>-<partition>", dir.display()))
-    })?;
+async fn verify_once(stores: &Stores, dir: &Path, topic: &str, partition: i32) -> Result<VerifyReport> {
     let topic_id = read_topic_id(dir)?;
     let local = LocalLog::open(dir)?;
-    let view = TierView::load(stores, &topic, &topic_id, partition).await?;
+    let view = TierView::load(stores, topic, &topic_id, partition).await?;
     let f = &view.fast;
     let report = VerifyReport {
-        topic,
+        topic: topic.to_string(),
         topic_id,
         partition,
         dir: dir.display().to_string(),

@@ -3,6 +3,7 @@
 //! * [`slow_segments`] — the partition's copied segments (one LIST of its directory, one GET per
 //!   manifest), complete or not;
 //! * [`topic_ids`] — the topic ids a topic name has directories for;
+//! * [`read_index`] — one of a complete segment's stored indexes, verified;
 //! * [`SegmentBatches`] — a complete segment's record batches in order, read chunk by chunk with ranged
 //!   GETs, each chunk checked against its CRC-32C in the manifest before a byte of it is used.
 
@@ -15,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::batch::{frame, Frame, RecordBatch, DEFAULT_MAX_BATCH_BYTES};
 use crate::format::crc32c;
 use crate::format::keys::{parse_segment_file_name, partition_prefix, segments_root, SegmentRef};
-use crate::format::manifest::SegmentManifest;
+use crate::format::manifest::{IndexKind, SegmentManifest};
 use crate::store::ObjectStore;
 use crate::wal::catalog::{run_bounded, READ_CONCURRENCY};
 
@@ -121,6 +122,36 @@ pub async fn topic_ids(store: &Arc<dyn ObjectStore>, slow_prefix: &str, topic: &
     ids.sort();
     ids.dedup();
     Ok(ids)
+}
+
+/// The `kind` index of a complete segment, or `None` if the segment has none: one ranged GET of the
+/// `.indexes` object, checked for its length and its CRC-32C from the manifest. A mismatch is
+/// [`Error::Corrupt`] naming the `.indexes` key.
+pub async fn read_index(
+    store: &Arc<dyn ObjectStore>,
+    manifest: &SegmentManifest,
+    kind: IndexKind,
+) -> Result<Option<Bytes>> {
+    let Some(entry) = manifest.index(kind) else { return Ok(None) };
+    if entry.length == 0 {
+        return Ok(Some(Bytes::new()));
+    }
+    let key = &manifest.indexes.key;
+    let data = store.get_range(key, entry.position..entry.position + entry.length).await?;
+    let actual = crc32c(&data);
+    if data.len() as u64 != entry.length || actual != entry.crc32c {
+        return Err(Error::corrupt(
+            key,
+            format!(
+                "index={kind:?} range={}..{} len={} crc32c expected={:08x} actual={actual:08x}",
+                entry.position,
+                entry.position + entry.length,
+                data.len(),
+                entry.crc32c
+            ),
+        ));
+    }
+    Ok(Some(data))
 }
 
 /// One record batch of a copied segment.
