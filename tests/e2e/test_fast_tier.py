@@ -370,7 +370,7 @@ def test_store_outage_falls_behind_and_catches_up(kc, s3_server):
     prod = ContinuousProducer(kc, topic, parts, "none", rate=1000).start()
     time.sleep(4)
     leader = kc.leader_of(topic, 0)
-    log_mark = len(kc.broker_log(leader))
+    log_mark = kc.log_mark(leader)
     s3_server.stop()
     try:
         before = prod.acked.count()
@@ -382,7 +382,7 @@ def test_store_outage_falls_behind_and_catches_up(kc, s3_server):
         assert m.get("wal-errors-total", 0) > 0, m
         for n in range(kc.n):
             assert kc.is_running(n), kc.diagnostics([n])
-        failures = [l for l in kc.broker_log(leader)[log_mark:].splitlines()
+        failures = [l for l in kc.log_since(leader, log_mark).splitlines()
                     if "fast tier: uploading key=" in l and "fasttier/v1/wal/" in l]
         assert failures, "upload failures not logged with the object key"
     finally:

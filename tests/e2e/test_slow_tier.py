@@ -389,7 +389,7 @@ def test_corrupted_object_is_an_error_not_data(kc, s3_server, bulk, suffix):
     assert len(keys) >= 2, keys
     flipped = {key: s3_server.corrupt(key, length=64) for key in keys}
 
-    log_len = {i: len(kc.broker_log(i)) for i in range(kc.n)}
+    log_len = {i: kc.log_mark(i) for i in range(kc.n)}
     got = consume_all(
         kc, topic, produced.end_offsets(), timeout=40, stop_after_errors=3,
         consumer_config={"fetch.error.backoff.ms": 200},
@@ -403,7 +403,7 @@ def test_corrupted_object_is_an_error_not_data(kc, s3_server, bulk, suffix):
     print(f"{suffix}: consumer got {len(got.records)} intact records, errors: {sorted(set(got.errors))[:2]}")
     brokers_alive(kc)
     leader = kc.leader_of(topic, 0)
-    new_lines = kc.broker_log(leader)[log_len[leader]:]
+    new_lines = kc.log_since(leader, log_len[leader])
     named = [l for l in new_lines.splitlines() if any(k in l for k in flipped)]
     assert named, (
         f"broker {leader}'s log does not name any corrupted object key {list(flipped)[:2]}; "
@@ -431,7 +431,7 @@ def test_wiped_broker_rejoins_via_tier_and_serves_as_leader(kc, s3_server):
     kc.stop_broker(1)
     kc.wipe_broker(1)
     assert not kc.partition_dir(1, topic, 0).exists()
-    log_len = len(kc.broker_log(1))
+    log_len = kc.log_mark(1)
     kc.start_broker(1)
     ends = produced.end_offsets()
     wait_until(
@@ -442,7 +442,7 @@ def test_wiped_broker_rejoins_via_tier_and_serves_as_leader(kc, s3_server):
     for p in range(partitions):
         segs = kc.local_segments(1, topic, p)
         assert segs and segs[0] >= local_start[p] > 0, (p, segs, local_start)
-    new_log = kc.broker_log(1)[log_len:]
+    new_log = kc.log_since(1, log_len)
     assert "from remote tier" in new_log or "RemoteLogAuxState" in new_log or "remote log aux state" in new_log.lower(), (
         "broker 1's log shows no remote-log aux state build (TierStateMachine)"
     )

@@ -39,6 +39,7 @@ import concurrent.futures as cf
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -124,6 +125,7 @@ class Node:
     proc: Optional[ManagedProcess] = None
     jmx_port: Optional[int] = None
     host: str = LOOPBACK  # listen address of BROKER and CONTROLLER (and CLIENT with zones)
+    name: Optional[str] = None  # with zones: the host name the BROKER listener advertises
     zone: Optional[str] = None  # with zones: the zone's name ("az1", ...)
     netns: Optional[str] = None  # with zones: the network namespace the JVM runs in
     client_port: Optional[int] = None  # with zones: the CLIENT listener's port (in the zone and on 127.0.0.1)
@@ -169,8 +171,12 @@ class KafkaCluster:
         jmx: bool = False,
         zones=None,
         client_zone=None,
+        fast_replication: bool = False,
     ) -> None:
         """
+        fast_replication: with zones and the plugin, every broker replicates through the fast tier: its
+            plugin runs the fetch proxy (rsm.config.replication.fast.*) and its JVM resolves the other
+            brokers' names to the proxy (-Djdk.net.hosts.file, see hosts_file()).
         jmx: every node gets a JMX port (Node.jmx_port) for harness.jmx.Jmx.
         zones: a started harness.zones.Zones: node i runs in zone i % zones.n (see the module doc).
         client_zone: with zones, the zone (index or name) the test process's clients connect from;
@@ -187,8 +193,11 @@ class KafkaCluster:
             raise HarnessError(
                 "KafkaCluster(zones=...) needs the S3 server in the bed too: S3Server(netns=z.s3_ns, host=z.s3_addr)"
             )
+        if fast_replication and (zones is None or not plugin):
+            raise HarnessError("KafkaCluster(fast_replication=True) needs zones=... and plugin=True")
         self.zones = zones
         self.client_zone = client_zone
+        self.fast_replication = fast_replication
         self._forwarders: dict[int, list] = {}
         self.n = n_brokers
         self.version = version
@@ -229,6 +238,7 @@ class KafkaCluster:
                 z = node.node_id % zones.n
                 node.zone, node.netns, node.host = zones.place(z), zones.ns(z), zones.addr(z)
                 node.client_port = ports[3 * n_brokers + node.node_id]
+                node.name = f"kafka-{node.node_id}.ftz.test"
         self._formatted = False
         self._admin = None
         for node in self.nodes:
@@ -265,6 +275,21 @@ class KafkaCluster:
     def voters(self) -> str:
         return ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
 
+    def proxy_addr(self, leader: int) -> str:
+        """Where a follower's fetch proxy listens for `leader` (rsm.config.replication.fast.bind's default)."""
+        return f"127.0.100.{leader}"
+
+    def hosts_file(self, node: Node) -> str:
+        """The JVM's name table (-Djdk.net.hosts.file) with zones: every broker's advertised name -> its
+        zone address, or, with fast_replication, the other brokers' names -> this node's fetch proxy."""
+        lines = ["127.0.0.1 localhost", f"127.0.0.1 {socket.gethostname()}"]
+        for other in self.nodes:
+            if other.node_id == node.node_id or not self.fast_replication:
+                lines.append(f"{other.host} {other.name}")
+            else:
+                lines.append(f"{self.proxy_addr(other.node_id)} {other.name}")
+        return "\n".join(lines) + "\n"
+
     def rsm_properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {}
         if self.s3 is not None:
@@ -279,6 +304,11 @@ class KafkaCluster:
                 }
             )
         props["rsm.config.prefix"] = self.prefix
+        if self.fast_replication:
+            props["rsm.config.replication.fast.enable"] = "true"
+            props["rsm.config.replication.fast.brokers"] = ",".join(
+                f"{n.node_id}@{n.host}:{n.broker_port}" for n in self.nodes
+            )
         if not self.fast_tier:
             props["rsm.config.wal.enable"] = "false"
         props.update(self.rsm_overrides)
@@ -292,7 +322,7 @@ class KafkaCluster:
             "controller.quorum.voters": self.voters(),
             "listeners": f"{BROKER_LISTENER}://{node.host}:{node.broker_port},"
             f"{CONTROLLER_LISTENER}://{node.host}:{node.controller_port}",
-            "advertised.listeners": f"{BROKER_LISTENER}://{node.host}:{node.broker_port}",
+            "advertised.listeners": f"{BROKER_LISTENER}://{node.name or node.host}:{node.broker_port}",
             "listener.security.protocol.map": f"{BROKER_LISTENER}:PLAINTEXT,{CONTROLLER_LISTENER}:PLAINTEXT",
             "inter.broker.listener.name": BROKER_LISTENER,
             "controller.listener.names": CONTROLLER_LISTENER,
@@ -356,6 +386,8 @@ class KafkaCluster:
                 v = "true" if v else "false"
             lines.append(f"{k}={v}")
         node.properties_path.write_text("\n".join(lines) + "\n")
+        if node.name is not None:
+            (node.dir / "hosts").write_text(self.hosts_file(node))
 
     def classpath(self) -> str:
         jars = sorted(self._libs.glob("*.jar")) + list(self._plugin_jars)
@@ -377,6 +409,8 @@ class KafkaCluster:
         ]
         if self.plugin_dir is not None:
             argv.append(f"-Djava.library.path={self.plugin_dir}")
+        if node.name is not None:
+            argv.append(f"-Djdk.net.hosts.file={node.dir / 'hosts'}")
         if node.jmx_port is not None:
             argv += [
                 "-Dcom.sun.management.jmxremote",
@@ -621,6 +655,21 @@ class KafkaCluster:
                 parts.append(p.read_text("utf-8", "replace"))
         return "\n".join(parts)
 
+    def log_mark(self, i: int) -> int:
+        """Where the broker's log4j log ends now (for log_since)."""
+        p = self.nodes[i].log_path
+        return p.stat().st_size if p.exists() else 0
+
+    def log_since(self, i: int, mark: int) -> str:
+        """What the broker logged after log_mark(i) returned mark (broker_log() appends stdout after the
+        log, so slicing broker_log() by an earlier length would skip new lines)."""
+        p = self.nodes[i].log_path
+        if not p.exists():
+            return ""
+        with open(p, "rb") as f:
+            f.seek(mark)
+            return f.read().decode("utf-8", "replace")
+
     def grep_log(self, i: int, pattern: str, flags: int = 0) -> list[str]:
         rx = re.compile(pattern, flags)
         return [l for l in self.broker_log(i).splitlines() if rx.search(l)]
@@ -629,9 +678,9 @@ class KafkaCluster:
         return {n.node_id: self.grep_log(n.node_id, pattern, flags) for n in self.nodes}
 
     def plugin_problems(self, i: int, since: int = 0) -> list[str]:
-        """WARN/ERROR lines of broker i's log (from character offset `since`) that come from the plugin
-        (loggers io.fasttier.*, abbreviated "(i.f.") or carry its messages ("fasttier: ")."""
-        text = self.broker_log(i)[since:]
+        """WARN/ERROR lines of broker i's log (after `since`, a log_mark(), if given) that come from the
+        plugin (loggers io.fasttier.*, abbreviated "(i.f.") or carry its messages ("fasttier: ")."""
+        text = self.log_since(i, since) if since else self.broker_log(i)
         return [
             l for l in text.splitlines()
             if (" WARN " in l or " ERROR " in l) and ("(i.f." in l or "fasttier: " in l or "io.fasttier" in l)
