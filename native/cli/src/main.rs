@@ -89,7 +89,8 @@ enum Command {
         /// Topic id (base64url) of --topic; needed when the slow tier has no segment of the topic.
         #[arg(long, requires = "topic")]
         topic_id: Option<String>,
-        /// Restore from the segment (or fast-tier batch) holding this offset instead of by local retention.
+        /// Restore from the slow segment holding this offset (or the start of the fast-tier data holding it)
+        /// instead of by local retention.
         #[arg(long, conflicts_with_all = ["local_retention_ms", "local_retention_bytes"])]
         from_offset: Option<i64>,
         /// The topic's local.retention.ms (-1: unlimited); default the broker's log.local.retention.ms.
@@ -209,7 +210,8 @@ async fn rebuild_targets(
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     if let Some(t) = topic {
         let id = partition::resolve_topic_id(stores, t, topic_id).await?;
-        let parts = if partition.is_empty() { rebuild::tiered_partitions(stores, t, &id).await? } else { partition.to_vec() };
+        let parts =
+            if partition.is_empty() { rebuild::tiered_partitions(stores, t, &id).await? } else { partition.to_vec() };
         if parts.is_empty() {
             return Err(Error::config("--topic", format!("the tiers hold no partition of topic={t} (id {id})")));
         }
@@ -384,7 +386,12 @@ async fn run(cli: Cli) -> std::result::Result<bool, Error> {
                     let dirs: Vec<&str> = dirs.map_or(Vec::new(), |d| d.split(',').map(str::trim).collect());
                     match dirs.as_slice() {
                         [one] if !one.is_empty() => PathBuf::from(one),
-                        _ => return Err(Error::config("--log-dir", "name the log directory (log.dirs has not exactly one)")),
+                        _ => {
+                            return Err(Error::config(
+                                "--log-dir",
+                                "name the log directory (log.dirs has not exactly one)",
+                            ))
+                        }
                     }
                 }
             };
@@ -415,9 +422,8 @@ async fn run(cli: Cli) -> std::result::Result<bool, Error> {
                     .map_err(|_| Error::config("log.segment.bytes", format!("value={v:?} is not a number")))?;
             }
             let s = stores().await?;
-            let targets =
-                rebuild_targets(&s, topic.as_deref(), &partition, &partitions, topic_id.as_deref()).await?;
-            let bar = (!json && std::io::stdout().is_terminal()).then(progress_bar);
+            let targets = rebuild_targets(&s, topic.as_deref(), &partition, &partitions, topic_id.as_deref()).await?;
+            let bar = (!json && std::io::stderr().is_terminal()).then(progress_bar);
             let progress: Arc<dyn Progress> = match &bar {
                 Some(b) => Arc::new(Bar(b.0.clone())),
                 None => Arc::new(Quiet),
@@ -441,7 +447,8 @@ async fn run(cli: Cli) -> std::result::Result<bool, Error> {
                                     p.segments.len(),
                                     p.bytes(),
                                     p.leader_epochs,
-                                    p.producer_snapshot.map_or(String::new(), |o| format!(", producer snapshot at {o}")),
+                                    p.producer_snapshot
+                                        .map_or(String::new(), |o| format!(", producer snapshot at {o}")),
                                     p.dir
                                 );
                             }
