@@ -69,7 +69,7 @@ fn overlapping<T>(items: &[T], first: i64, last: i64, span: impl Fn(&T) -> (i64,
 }
 
 /// Sorted, merged `[first, last]` intervals (adjacent ones joined).
-fn merge(mut spans: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+pub(crate) fn merge(mut spans: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
     spans.sort_unstable();
     let mut out: Vec<(i64, i64)> = Vec::new();
     for (a, b) in spans {

@@ -8,8 +8,10 @@
 //!
 //! 1. **Plan.** The slow tier's complete segments and the fast tier's ranges resolved by the leader-epoch rule
 //!    ([`TierView`]) are chained from the lowest tiered offset to the highest: whole slow segments while
-//!    they continue the chain, then the fast tier's batches from where the slow tier ends. A gap, a
-//!    conflict inside the fast tier or a batch straddling the chain's end refuses the partition. The chain
+//!    they continue the chain, the fast tier's batches where none does, back to the slow tier as soon as a
+//!    copied segment starts where the chain has got to (the fast tier is read only from where the slow
+//!    tier first stops covering it: [`load_view`]). A gap, a conflict inside the fast tier, a slow-tier batch
+//!    that differs from the fast tier's copy, or a batch straddling the chain's end refuses the partition. The chain
 //!    is cut at the start ([`StartAt`]): by default at what the topic's local retention keeps (Kafka's own
 //!    rules, applied to the slow segments; fast-tier data is always restored), or at the slow segment
 //!    holding `--from-offset` (a run of fast-tier data is kept whole). Data below stays only in the tiers:
@@ -28,14 +30,15 @@
 //!    manifests, then every epoch change of the restored batches, as Kafka's own appends would record
 //!    them); and `partition.metadata` (`version: 0`, the topic id; without it Kafka treats the directory as
 //!    a stray replica). Every byte read was verified (chunk and index CRC-32C from the manifests, range
-//!    CRC-32C of WAL objects, every batch's own CRC-32C), and a slow-tier batch the fast tier also holds
-//!    must be byte-identical there.
+//!    CRC-32C of WAL objects, every batch's own CRC-32C).
 //! 3. **Check** the written segment files, read back from disk: every batch's own CRC-32C, and batch by
 //!    batch the offsets, leader epoch, size and CRC-32C of what was written.
 //! 4. **Swap** it in: the broker's `recovery-point-offset-checkpoint` and `log-start-offset-checkpoint`
 //!    lose their entries for the partition (recovery point 0: Kafka recovers every restored segment,
 //!    rebuilding indexes and producer state; a tiered log's start offset then is 0 until the first fetch
-//!    response raises it to the leader's) and the log dir's `.kafka_cleanshutdown` marker is removed (with
+//!    response raises it to the leader's), `replication-offset-checkpoint` gets the first restored offset
+//!    as the partition's high watermark (without an entry Kafka starts it at 0, below the local log, and
+//!    warns of a non-monotonic update), and the log dir's `.kafka_cleanshutdown` marker is removed (with
 //!    it Kafka would skip recovery; a broker that lost its disk did not shut down cleanly anyway); then the
 //!    directory is renamed into place (an existing one is exchanged atomically and deleted).
 //!
@@ -57,14 +60,16 @@ use fasttier_core::error::{Error, Result};
 use fasttier_core::format::crc32c;
 use fasttier_core::format::keys::segments_root;
 use fasttier_core::format::manifest::{IndexKind, SegmentManifest};
-use fasttier_core::slow::catalog::{read_index, SegmentBatches, SlowBatch};
-use fasttier_core::wal::catalog::{list_streams, parse_topic_id, stream_objects, EpochStarts, ResolvedBatch};
+use fasttier_core::slow::catalog::{read_index, slow_segments, SegmentBatches, SlowBatch};
+use fasttier_core::wal::catalog::{
+    assemble_with_epochs, list_streams, parse_topic_id, partition_ranges, stream_objects, EpochStarts, ResolvedBatch,
+};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::local::{parse_dir_name, LocalLog};
-use crate::partition::{Stores, TierView};
+use crate::partition::{merge, Stores, TierView};
 
 /// Kafka's lock file in every log directory (`LogManager.LockFileName`), held with a POSIX record lock.
 pub const LOCK_FILE: &str = ".lock";
@@ -74,6 +79,8 @@ pub const META_PROPERTIES: &str = "meta.properties";
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 /// Kafka's per-log-dir offset checkpoints that hold a partition's recovery point and log start offset.
 pub const OFFSET_CHECKPOINTS: [&str; 2] = ["recovery-point-offset-checkpoint", "log-start-offset-checkpoint"];
+/// Kafka's per-log-dir high-watermark checkpoint (`ReplicaManager`, `replication-offset-checkpoint`).
+pub const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
 /// Attempts per partition when something is deleted underneath the rebuild (fast-tier cleanup, retention).
 pub const ATTEMPTS: u32 = 3;
 
@@ -376,8 +383,10 @@ fn chain(view: &TierView) -> Result<Vec<Piece>> {
         while fi < fast.len() && fast[fi].info.last_offset < next {
             fi += 1;
         }
+        // Fast-tier batches until the slow tier continues the chain again (a copied segment starts there).
         let run = fi;
-        while fi < fast.len() && fast[fi].info.base_offset == next {
+        while fi < fast.len() && fast[fi].info.base_offset == next && !slow[si..].iter().any(|m| m.start_offset == next)
+        {
             next = fast[fi].info.last_offset + 1;
             fi += 1;
         }
@@ -401,6 +410,45 @@ fn chain(view: &TierView) -> Result<Vec<Piece>> {
         }
     }
     Ok(pieces)
+}
+
+/// What the tiers hold of a partition, for a rebuild: as [`TierView::load`] (fast tier listed first, then
+/// the slow tier; the fast tier resolved with the slow tier's leader epochs known), except that the fast
+/// tier's data is read only from the first offset at or above its lowest one that no complete slow segment
+/// holds. The chain takes offsets both tiers hold from the slow tier, so the fast tier's copies below are
+/// never downloaded (right after a burst, before cleanup, they can be most of the partition).
+async fn load_view(stores: &Stores, t: &Target) -> Result<TierView> {
+    let id = parse_topic_id(&t.topic_id)
+        .ok_or_else(|| Error::config("--topic-id", format!("value={:?} is not a Kafka topic id", t.topic_id)))?;
+    let ranges = partition_ranges(&stores.wal, &stores.wal_prefix, &id, t.partition).await?;
+    let slow = slow_segments(&stores.slow, &stores.slow_prefix, &t.topic, &t.topic_id, t.partition).await?;
+    let mut epochs = EpochStarts::new();
+    let mut slow_spans = Vec::new();
+    for m in slow.iter().filter_map(|s| s.manifest.as_ref()) {
+        for &(epoch, start) in &m.leader_epochs {
+            epochs.insert(epoch, start);
+        }
+        slow_spans.push((m.start_offset, m.end_offset));
+    }
+    let slow_cover = merge(slow_spans.clone());
+    let mut from = ranges.iter().map(|r| r.entry.first_offset).min().unwrap_or(0);
+    for &(a, b) in &slow_cover {
+        if a <= from && from <= b {
+            from = b + 1;
+        }
+    }
+    let fast = assemble_with_epochs(&stores.wal, &ranges, &epochs, from, i64::MAX).await?;
+    slow_spans.extend(fast.batches.iter().map(|b| (b.info.base_offset, b.info.last_offset)));
+    let coverage = merge(slow_spans);
+    Ok(TierView {
+        topic: t.topic.clone(),
+        topic_id: t.topic_id.clone(),
+        partition: t.partition,
+        slow,
+        ranges,
+        fast,
+        coverage,
+    })
 }
 
 /// Cuts `pieces` where the local log is to start.
@@ -649,12 +697,14 @@ fn has_segments(dir: &Path) -> Result<bool> {
     }
 }
 
-/// Removes the entries of `partitions` from one of Kafka's offset checkpoint files (`0`, a count, then
-/// `<topic> <partition> <offset>` lines); returns how many it removed. A missing file has none.
-pub fn drop_checkpoint_entries(path: &Path, partitions: &[(String, i32)]) -> Result<u64> {
+/// Edits one of Kafka's offset checkpoint files (`0`, a count, then `<topic> <partition> <offset>` lines):
+/// removes the entry of `topic`-`partition` and, with `set`, adds it with that offset (creating the file if
+/// there is none). Written as Kafka writes checkpoints (`.tmp`, synced, renamed); left alone when nothing
+/// changes. Returns whether an entry was removed.
+pub fn edit_checkpoint(path: &Path, topic: &str, partition: i32, set: Option<i64>) -> Result<bool> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "0\n0\n".to_string(),
         Err(e) => return Err(Error::io(path.display(), e)),
     };
     let bad = |what: &str| Error::corrupt(path.display().to_string(), format!("offset checkpoint: {what}"));
@@ -670,19 +720,22 @@ pub fn drop_checkpoint_entries(path: &Path, partitions: &[(String, i32)]) -> Res
     let mut kept = Vec::new();
     for line in &entries {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(topic), Some(p), Some(_), None) = (f.first(), f.get(1), f.get(2), f.get(3)) else {
+        let (Some(t), Some(p), Some(_), None) = (f.first(), f.get(1), f.get(2), f.get(3)) else {
             return Err(bad(&format!("entry {line:?}")));
         };
         let p: i32 = p.parse().map_err(|_| bad(&format!("entry {line:?}")))?;
-        if !partitions.iter().any(|(t, q)| t == topic && *q == p) {
-            kept.push(*line);
+        if !(*t == topic && p == partition) {
+            kept.push(line.to_string());
         }
     }
-    let removed = (entries.len() - kept.len()) as u64;
-    if removed > 0 {
+    let removed = kept.len() < entries.len();
+    if let Some(offset) = set {
+        kept.push(format!("{topic} {partition} {offset}"));
+    }
+    if removed || set.is_some() {
         let mut out = format!("0\n{}\n", kept.len());
         for l in kept {
-            out.push_str(l);
+            out.push_str(&l);
             out.push('\n');
         }
         replace_file(path, out.as_bytes())?;
@@ -1002,7 +1055,7 @@ async fn rebuild_partition(
     let name = format!("{}-{}", t.topic, t.partition);
     let final_dir = opts.log_dir.join(&name);
     progress.phase(&name, "planning");
-    let view = TierView::load(stores, &t.topic, &t.topic_id, t.partition).await?;
+    let view = load_view(stores, t).await?;
     let (Some(tier_first), Some(tier_last)) = (view.first_offset(), view.last_offset()) else {
         return Err(Error::config(
             "--partition",
@@ -1157,8 +1210,12 @@ async fn rebuild_partition(
     }
     for f in OFFSET_CHECKPOINTS {
         run.checkpoint_entries_removed +=
-            drop_checkpoint_entries(&opts.log_dir.join(f), &[(t.topic.clone(), t.partition)])?;
+            u64::from(edit_checkpoint(&opts.log_dir.join(f), &t.topic, t.partition, None)?);
     }
+    // The high watermark starts at the first restored offset (everything below it was copied to the slow
+    // tier, so it was below the leader's high watermark), as Kafka's own catch-up from tiered storage
+    // leaves it; the first fetch response brings the leader's.
+    edit_checkpoint(&opts.log_dir.join(HIGH_WATERMARK_CHECKPOINT), &t.topic, t.partition, Some(first))?;
     if !opts.force && has_segments(&final_dir)? {
         return Err(Error::config(
             "--force",

@@ -102,6 +102,8 @@ struct Faults {
     fast_conflict: bool,
     /// Broker 1's fast-tier copy of offset 25 differs from the slow segment's.
     tier_conflict: bool,
+    /// The slow tier lacks segment 10..=19 and broker 1 uploaded it to the fast tier (from offset 10).
+    slow_hole: bool,
     /// Nothing in the slow tier; the fast tier starts at 20.
     fast_only: bool,
 }
@@ -161,7 +163,7 @@ async fn scenario(f: Faults) -> Scenario {
     let files = tmp.0.join("leader");
     std::fs::create_dir_all(&files).unwrap();
     for (i, &(start, end, ts, epochs)) in SLOW.iter().enumerate() {
-        if f.fast_only || (f.gap && start == 10) {
+        if f.fast_only || ((f.gap || f.slow_hole) && start == 10) {
             continue;
         }
         let p = |n: &str| files.join(format!("{start}.{n}"));
@@ -197,6 +199,10 @@ async fn scenario(f: Faults) -> Scenario {
     let mut w2 = WalWriter::open(store.clone(), "wal/", 2, WalWriterOptions::default()).await.unwrap();
     let mut w3 = WalWriter::open(store.clone(), "wal/", 3, WalWriterOptions::default()).await.unwrap();
     let mut b = WalObjectBuilder::new();
+    if f.slow_hole {
+        range(&mut b, 10, 14, 0);
+        range(&mut b, 15, 19, 0);
+    }
     if f.tier_conflict {
         range(&mut b, 20, 24, 0);
         range(&mut b, 25, 25, 9);
@@ -269,7 +275,7 @@ async fn slow_and_fast_tier_rebuild_byte_for_byte() {
     std::fs::write(s.log_dir.join(".kafka_cleanshutdown"), "{\"version\":\"0\",\"brokerEpoch\":\"7\"}").unwrap();
     std::fs::write(s.log_dir.join("recovery-point-offset-checkpoint"), "0\n2\norders 0 44\nother 1 5\n").unwrap();
     std::fs::write(s.log_dir.join("log-start-offset-checkpoint"), "0\n1\norders 0 12\n").unwrap();
-    std::fs::write(s.log_dir.join("replication-offset-checkpoint"), "0\n1\norders 0 44\n").unwrap();
+    std::fs::write(s.log_dir.join("replication-offset-checkpoint"), "0\n2\norders 0 44\nother 1 5\n").unwrap();
 
     let r = s.run(&s.opts(StartAt::Offset(0))).await.unwrap();
     assert!(r.ok(), "{}", r.summary());
@@ -305,11 +311,11 @@ async fn slow_and_fast_tier_rebuild_byte_for_byte() {
     }
 
     // Kafka's per-log-dir state: the partition's recovery point and log start offset are gone (others
-    // kept), the clean-shutdown marker too; the high-watermark checkpoint is left alone.
+    // kept), the clean-shutdown marker too; the high watermark starts at the first restored offset.
     let top = tree(&s.log_dir);
     assert_eq!(text(&top["recovery-point-offset-checkpoint"]), "0\n1\nother 1 5\n");
     assert_eq!(text(&top["log-start-offset-checkpoint"]), "0\n0\n");
-    assert_eq!(text(&top["replication-offset-checkpoint"]), "0\n1\norders 0 44\n");
+    assert_eq!(text(&top["replication-offset-checkpoint"]), "0\n2\nother 1 5\norders 0 0\n");
     assert!(!top.contains_key(".kafka_cleanshutdown"));
     assert!(top.contains_key(".lock"));
     // No scratch directory is left behind.
@@ -362,6 +368,8 @@ async fn local_retention_and_from_offset_choose_the_start() {
         assert!(!files.contains_key(&seg(0, "log")) && !files.contains_key(&seg(10, "log")));
         // Epochs that started below the restored data come from the slow tier's manifests.
         assert_eq!(text(&files["leader-epoch-checkpoint"]), "0\n3\n0 0\n1 15\n2 32\n");
+        let hw = std::fs::read_to_string(s.log_dir.join("replication-offset-checkpoint")).unwrap();
+        assert_eq!(hw, "0\n1\norders 0 20\n");
     }
     // Nothing local retention allows but the newest piece: the fast tier's run is kept whole.
     for start in [StartAt::Retention(LocalRetention { ms: 0, bytes: 0 }), StartAt::Offset(37)] {
@@ -498,9 +506,41 @@ async fn a_gap_in_the_tiers_refuses() {
 async fn conflicting_batches_refuse() {
     let e = refused(Faults { fast_conflict: true, ..Faults::default() }).await;
     assert!(e.contains("differing copies of offsets 40..=40") && e.contains("wal/"), "{e}");
-    let e = refused(Faults { tier_conflict: true, ..Faults::default() }).await;
+    // The slow tier lacks 10..=19; the chain takes them from the fast tier, and there the fast tier's copy
+    // of 25 is read next to the slow segment's.
+    let e = refused(Faults { tier_conflict: true, slow_hole: true, ..Faults::default() }).await;
     assert!(e.contains("batch 25..=25") && e.contains("slow/") && e.contains("wal/"), "{e}");
     assert!(e.contains("the tiers disagree"), "{e}");
+}
+
+#[tokio::test]
+async fn the_fast_tier_fills_a_hole_of_the_slow_tier() {
+    let s = scenario(Faults { slow_hole: true, ..Faults::default() }).await;
+    let r = s.run(&s.opts(StartAt::Offset(0))).await.unwrap();
+    let p = &r.partitions[0];
+    assert_eq!(
+        p.segments.iter().map(|x| (x.base_offset, x.last_offset, x.source)).collect::<Vec<_>>(),
+        vec![(0, 9, "slow"), (10, 19, "fast"), (20, 29, "slow"), (30, 44, "fast")]
+    );
+    let files = partition_files(&s);
+    for (base, last) in [(0, 9), (10, 19), (20, 29), (30, LAST)] {
+        assert_eq!(files[&seg(base, "log")], log_bytes(base, last, 0), "segment {base}");
+    }
+    assert!(files.contains_key(&seg(20, "index")) && !files.contains_key(&seg(10, "index")));
+    assert_eq!(text(&files["leader-epoch-checkpoint"]), "0\n3\n0 0\n1 15\n2 32\n");
+}
+
+#[tokio::test]
+async fn the_slow_tier_is_taken_where_both_tiers_hold_offsets() {
+    // The fast tier's copy of 25 differs, but the slow tier holds 0..=29 without a hole: the fast tier is
+    // read only from 30 on, and the rebuilt log has the slow segment's bytes. `partition verify` (which
+    // reads both tiers) reports the disagreement.
+    let s = scenario(Faults { tier_conflict: true, ..Faults::default() }).await;
+    let r = s.run(&s.opts(StartAt::Offset(0))).await.unwrap();
+    assert!(r.ok(), "{}", r.summary());
+    assert_eq!(partition_files(&s)[&seg(20, "log")], log_bytes(20, 29, 0));
+    let v = verify(&s.stores, &s.dir()).await.unwrap();
+    assert!(!v.ok() && v.conflicts == 1, "{}", v.render());
 }
 
 #[tokio::test]
