@@ -12,15 +12,14 @@ Expected: every batch a leader appends goes to the two other zones, so cross-zon
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 
 import pytest
 
-from harness import S3Server, wait_until
+from harness import wait_until
 from harness.data import produce
-from harness.zones import Zones, bed_support
+from harness.zones import Zones, bed_support, bed_with_s3
 
 _ok, _why = bed_support()
 pytestmark = [
@@ -40,21 +39,8 @@ ASSIGNMENT = [[0, 1, 2], [1, 2, 0], [2, 0, 1]]  # partition p is led by node p, 
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
-    with Zones(n=3, s3=True) as z, S3Server(
-        buckets=["fasttier-zones"], data_dir=tmp_path_factory.mktemp("s3"), netns=z.s3_ns, host=z.s3_addr
-    ) as s3:
-        yield z, s3
-
-
-def replica_digest(kc, i: int, partition: int) -> tuple[int, str]:
-    """(bytes, sha256) of node i's .log files of the partition, concatenated in offset order."""
-    h, n = hashlib.sha256(), 0
-    d = kc.partition_dir(i, TOPIC, partition)
-    for base in kc.local_segments(i, TOPIC, partition):
-        data = (d / f"{base:020d}.log").read_bytes()
-        h.update(data)
-        n += len(data)
-    return n, h.hexdigest()
+    with bed_with_s3(tmp_path_factory.mktemp("s3")) as zs:
+        yield zs
 
 
 def test_stock_replication_crosses_zones_twice_per_produced_byte(bed, make_cluster):
@@ -93,7 +79,7 @@ def test_stock_replication_crosses_zones_twice_per_produced_byte(bed, make_clust
         kc.check_alive()
         digests.clear()
         for p in range(PARTITIONS):
-            digests[p] = {i: replica_digest(kc, i, p) for i in range(3)}
+            digests[p] = {i: kc.log_digest(i, TOPIC, p) for i in range(3)}
         return all(len(set(d.values())) == 1 for d in digests.values())
 
     wait_until(replicas_identical, 60, 1.0, lambda: f"replicas of {TOPIC} to be identical: {digests}")

@@ -35,6 +35,7 @@ bed as well (S3Server(netns=z.s3_ns, host=z.s3_addr)); the brokers get its zone_
 from __future__ import annotations
 
 import base64
+import hashlib
 import concurrent.futures as cf
 import os
 import re
@@ -884,6 +885,17 @@ class KafkaCluster:
             if f.name.endswith(".log") and f.name[:-4].isdigit():
                 out.append(int(f.name[:-4]))
         return sorted(out)
+
+    def log_digest(self, i: int, topic: str, partition: int) -> tuple[int, str]:
+        """(bytes, sha256) of node i's .log files of the partition, concatenated in offset order: equal for
+        two replicas exactly when they hold the same record batches."""
+        h, n = hashlib.sha256(), 0
+        d = self.partition_dir(i, topic, partition)
+        for base in self.local_segments(i, topic, partition):
+            data = (d / f"{base:020d}.log").read_bytes()
+            h.update(data)
+            n += len(data)
+        return n, h.hexdigest()
 
     def local_log_bytes(self, i: int, topic: str, partition: int) -> int:
         """Total size of node i's .log segment files of the partition (its record batches on disk)."""

@@ -55,6 +55,7 @@ longer exists and which hold no process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import json
@@ -581,6 +582,15 @@ class Zones:
         return ", ".join(f"{a}-{b} {v / 1e6:.2f} MB" for (a, b), v in sorted(counters.items()))
 
 
+@contextlib.contextmanager
+def bed_with_s3(data_dir: Path, bucket: str = "fasttier-zones", n: int = 3):
+    """A started bed of n zones and an S3 server (MinIO) in its own namespace: yields (zones, s3)."""
+    from .s3 import S3Server  # s3 imports this module
+
+    with Zones(n=n, s3=True) as z, S3Server(buckets=[bucket], data_dir=data_dir, netns=z.s3_ns, host=z.s3_addr) as s3:
+        yield z, s3
+
+
 def _quiet_namespace() -> None:
     """Inside a new namespace: no IPv6 (no neighbour discovery chatter on the counted links)."""
     for conf in ("all", "default", "lo"):
@@ -601,6 +611,6 @@ def links_in_root() -> list[str]:
 
 
 __all__: Iterable[str] = [
-    "Zones", "Forwarder", "NetemUnavailable", "bed_support", "netem_support", "enter_netns", "run_in_netns",
+    "Zones", "Forwarder", "NetemUnavailable", "bed_with_s3", "bed_support", "netem_support", "enter_netns", "run_in_netns",
     "sweep_leftovers", "namespaces_of", "links_in_root", "netns_pids",
 ]

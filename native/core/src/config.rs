@@ -55,6 +55,51 @@ pub struct Config {
     pub ignored_keys: Vec<String>,
     /// The fast tier (`rsm.config.wal.*`).
     pub wal: WalConfig,
+    /// Replication through the fast tier (`rsm.config.replication.fast.*`).
+    pub replication: ReplicationConfig,
+}
+
+/// A broker's inter-broker endpoint as the proxy reaches it (`id@host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Settings of replication through the fast tier: a proxy in this broker takes its replica fetcher's
+/// connections to the other brokers and serves record bytes from their fast-tier streams
+/// (`docs/replication.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// `replication.fast.enable`.
+    pub enabled: bool,
+    /// The real inter-broker endpoints of the brokers (this broker's own entry is skipped).
+    pub brokers: Vec<BrokerEndpoint>,
+    /// Listen address pattern; `{id}` is replaced by the leader's broker id (the port is the leader's).
+    pub bind: String,
+    /// A partition whose leader has data the fast tier still lacks after this long is fetched from the
+    /// leader.
+    pub max_lag: Duration,
+    /// How long a partition stays with the leader after a fallback before the fast tier is tried again.
+    pub retry: Duration,
+    /// How often a leader's stream is polled for its next object.
+    pub poll: Duration,
+    /// Memory for fast-tier data kept for followers, per leader followed.
+    pub cache_bytes: u64,
+    /// Objects before a stream's tail read when following starts.
+    pub lookback_objects: u64,
+    /// Clock margin of the report rule (a report must carry data cut after the previous report).
+    pub report_margin: Duration,
+    /// Longest time between two reports of a partition's offset to the leader.
+    pub keepalive: Duration,
+}
+
+impl ReplicationConfig {
+    /// Where the proxy for `leader` listens.
+    pub fn listen_addr(&self, leader: &BrokerEndpoint) -> String {
+        format!("{}:{}", self.bind.replace("{id}", &leader.id.to_string()), leader.port)
+    }
 }
 
 /// Settings of the fast tier: the continuous upload of led partitions' active-segment data.
@@ -235,6 +280,52 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "comma-separated log directories holding partition directories",
     },
     KeyDoc {
+        key: "replication.fast.enable",
+        default: "false",
+        doc: "replicate through the fast tier: a proxy takes this broker's replica fetches (docs/replication.md)",
+    },
+    KeyDoc {
+        key: "replication.fast.brokers",
+        default: "(required)",
+        doc: "the brokers' real inter-broker endpoints, id@host:port comma-separated",
+    },
+    KeyDoc {
+        key: "replication.fast.bind",
+        default: "127.0.100.{id}",
+        doc: "proxy listen address per leader ({id} = its broker id; the port is the leader's)",
+    },
+    KeyDoc {
+        key: "replication.fast.max.lag.ms",
+        default: "3000",
+        doc: "fetch from the leader when the fast tier lacks its data this long; 100..600000",
+    },
+    KeyDoc {
+        key: "replication.fast.retry.ms",
+        default: "10000",
+        doc: "after a fallback, stay with the leader this long before trying the fast tier again",
+    },
+    KeyDoc { key: "replication.fast.poll.ms", default: "50", doc: "how often a leader's stream is polled; 5..10000" },
+    KeyDoc {
+        key: "replication.fast.cache.bytes",
+        default: "67108864",
+        doc: "fast-tier data kept for followers, per leader; 1 MiB..16 GiB",
+    },
+    KeyDoc {
+        key: "replication.fast.lookback.objects",
+        default: "16",
+        doc: "objects before a stream's tail read when following starts; 0..10000",
+    },
+    KeyDoc {
+        key: "replication.fast.report.margin.ms",
+        default: "50",
+        doc: "clock margin of the offset reports to the leader; 0..10000",
+    },
+    KeyDoc {
+        key: "replication.fast.keepalive.ms",
+        default: "2000",
+        doc: "longest time between answered offset reports (high watermark, errors); 100..60000",
+    },
+    KeyDoc {
         key: "native.library.path",
         default: "(unset)",
         doc: "read by the Java shim: explicit path of libfasttier_jni.so",
@@ -366,6 +457,56 @@ fn wal_config(r: &Reader, slow: &S3Settings, slow_prefix: &str) -> Result<WalCon
     })
 }
 
+fn parse_endpoint(key: &str, s: &str) -> Result<BrokerEndpoint> {
+    let bad = |why: &str| Error::config(full(key), format!("value={s:?} {why} (expected id@host:port)"));
+    let (id, rest) = s.split_once('@').ok_or_else(|| bad("has no '@'"))?;
+    let id: i32 = id.trim().parse().map_err(|_| bad("has no numeric broker id"))?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+    let port: u16 = port.trim().parse().map_err(|_| bad("has no valid port"))?;
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    if id < 0 || host.is_empty() || port == 0 {
+        return Err(bad("has a negative id, an empty host or port 0"));
+    }
+    Ok(BrokerEndpoint { id, host: host.to_string(), port })
+}
+
+fn replication_config(r: &Reader) -> Result<ReplicationConfig> {
+    let enabled = r.bool("replication.fast.enable", false)?;
+    let mut brokers = Vec::new();
+    for item in list(r, "replication.fast.brokers") {
+        let b = parse_endpoint("replication.fast.brokers", &item)?;
+        if brokers.iter().any(|x: &BrokerEndpoint| x.id == b.id) {
+            return Err(Error::config(full("replication.fast.brokers"), format!("broker id={} is listed twice", b.id)));
+        }
+        brokers.push(b);
+    }
+    if enabled && brokers.is_empty() {
+        return Err(Error::config(
+            full("replication.fast.brokers"),
+            format!("is required when {} is true (id@host:port of every broker)", full("replication.fast.enable")),
+        ));
+    }
+    let bind = r.string("replication.fast.bind").unwrap_or_else(|| "127.0.100.{id}".to_string());
+    if brokers.len() > 1 && !bind.contains("{id}") {
+        return Err(Error::config(
+            full("replication.fast.bind"),
+            format!("value={bind:?} must contain {{id}} (one listen address per leader)"),
+        ));
+    }
+    Ok(ReplicationConfig {
+        enabled,
+        brokers,
+        bind,
+        max_lag: Duration::from_millis(r.u64("replication.fast.max.lag.ms", 3_000, 100, 600_000)?),
+        retry: r.ms("replication.fast.retry.ms", 10_000)?,
+        poll: Duration::from_millis(r.u64("replication.fast.poll.ms", 50, 5, 10_000)?),
+        cache_bytes: r.u64("replication.fast.cache.bytes", 64 * MIB, MIB, 16 * 1024 * MIB)?,
+        lookback_objects: r.u64("replication.fast.lookback.objects", 16, 0, 10_000)?,
+        report_margin: Duration::from_millis(r.u64("replication.fast.report.margin.ms", 50, 0, 10_000)?),
+        keepalive: Duration::from_millis(r.u64("replication.fast.keepalive.ms", 2_000, 100, 60_000)?),
+    })
+}
+
 fn full(key: &str) -> String {
     format!("{PREFIX}{key}")
 }
@@ -450,6 +591,7 @@ impl Config {
         let part_bytes = part.div_ceil(chunk_bytes) * chunk_bytes;
         let broker_id = map.get("broker.id").and_then(|v| v.trim().parse::<i32>().ok()).unwrap_or(-1);
         let wal = wal_config(&r, &s3, &prefix)?;
+        let replication = replication_config(&r)?;
         Ok(Config {
             backend,
             s3,
@@ -465,6 +607,7 @@ impl Config {
             broker_id,
             ignored_keys,
             wal,
+            replication,
         })
     }
 
@@ -559,6 +702,32 @@ mod tests {
         assert!(err(&[("s3.bucket", "b12"), ("wal.upload.interval.ms", "5")]).contains("wal.upload.interval.ms"));
         assert!(err(&[("s3.bucket", "b12"), ("wal.uplaod.interval.ms", "5")]).contains("is not a fasttier setting"));
         assert!(err(&[("s3.bucket", "b12"), ("wal.max.object.bytes", "1")]).contains("wal.max.object.bytes"));
+    }
+
+    #[test]
+    fn replication_settings_validate_and_name_the_key() {
+        let c = Config::from_pairs(&[("s3.bucket", "b12")]).unwrap();
+        assert!(!c.replication.enabled);
+        let c = Config::from_pairs(&[
+            ("s3.bucket", "b12"),
+            ("replication.fast.enable", "true"),
+            ("replication.fast.brokers", "0@10.0.0.1:9093, 1@kafka-1.internal:9093,2@[::1]:19093"),
+        ])
+        .unwrap();
+        assert!(c.replication.enabled);
+        assert_eq!(c.replication.brokers[1], BrokerEndpoint { id: 1, host: "kafka-1.internal".into(), port: 9093 });
+        assert_eq!(c.replication.brokers[2].host, "::1");
+        assert_eq!(c.replication.listen_addr(&c.replication.brokers[1]), "127.0.100.1:9093");
+        let e = err(&[("s3.bucket", "b12"), ("replication.fast.enable", "true")]);
+        assert!(e.contains("key=rsm.config.replication.fast.brokers is required"), "{e}");
+        let e = err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "1@h")]);
+        assert!(e.contains("key=rsm.config.replication.fast.brokers value=\"1@h\" has no port"), "{e}");
+        assert!(err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "x@h:1")]).contains("numeric broker id"));
+        assert!(err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "1@h:1,1@g:2")]).contains("listed twice"));
+        let e = err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "1@h:1,2@g:2"), ("replication.fast.bind", "127.0.0.5")]);
+        assert!(e.contains("key=rsm.config.replication.fast.bind"), "{e}");
+        assert!(err(&[("s3.bucket", "b12"), ("replication.fast.max.lag.ms", "1")]).contains("replication.fast.max.lag.ms"));
+        assert!(err(&[("s3.bucket", "b12"), ("replication.fast.enabled", "true")]).contains("is not a fasttier setting"));
     }
 
     #[test]

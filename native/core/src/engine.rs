@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::catchup::FastReplication;
 use crate::config::{Backend, Config};
 use crate::error::{Error, Result};
 use crate::fast::{Coverage, FastTier};
@@ -37,6 +38,8 @@ pub struct Engine {
     coverage: Arc<Coverage>,
     /// The fast tier, when `wal.enable` is set.
     fast: Option<Arc<FastTier>>,
+    /// Replication through the fast tier, when `replication.fast.enable` is set.
+    catchup: Option<FastReplication>,
     // Dropped last (field order): tasks above may still reference the runtime while it shuts down.
     runtime: Arc<RuntimeLease>,
 }
@@ -79,9 +82,26 @@ impl Engine {
         let config = Config::from_map(map)?;
         let runtime = shared(config.worker_threads, config.max_blocking_threads)?;
         let store = runtime.handle().block_on(open_store(&config))?;
-        let wal_store =
-            if config.wal.enabled { Some(runtime.handle().block_on(open_wal_store(&config, &store))?) } else { None };
-        Ok(Self::with_stores(config, store, wal_store, runtime))
+        let wal_store = if config.wal.enabled || config.replication.enabled {
+            Some(runtime.handle().block_on(open_wal_store(&config, &store))?)
+        } else {
+            None
+        };
+        let metrics = Arc::new(Metrics::default());
+        let catchup = match &wal_store {
+            Some(ws) if config.replication.enabled => Some(runtime.handle().block_on(FastReplication::start(
+                config.replication.clone(),
+                config.broker_id,
+                ws.clone(),
+                &config.wal,
+                metrics.clone(),
+                config.s3.connect_timeout,
+            ))?),
+            _ => None,
+        };
+        let mut engine = Self::build(config, store, wal_store, runtime, metrics);
+        engine.catchup = catchup;
+        Ok(engine)
     }
 
     /// An engine over a given store (tests, benchmarks).
@@ -96,7 +116,16 @@ impl Engine {
         wal_store: Option<Arc<dyn ObjectStore>>,
         runtime: Arc<RuntimeLease>,
     ) -> Engine {
-        let metrics = Arc::new(Metrics::default());
+        Self::build(config, store, wal_store, runtime, Arc::new(Metrics::default()))
+    }
+
+    fn build(
+        config: Config,
+        store: Arc<dyn ObjectStore>,
+        wal_store: Option<Arc<dyn ObjectStore>>,
+        runtime: Arc<RuntimeLease>,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
         let settings = SlowTierSettings {
             prefix: config.prefix.clone(),
             upload: UploadSettings {
@@ -123,7 +152,7 @@ impl Engine {
             _ => None,
         };
         let slow = Arc::new(SlowTier::new(store, settings, metrics.clone()));
-        Engine { config, slow, metrics, coverage, fast, runtime }
+        Engine { config, slow, metrics, coverage, fast, catchup: None, runtime }
     }
 
     /// The fast tier, if enabled.
@@ -131,10 +160,19 @@ impl Engine {
         self.fast.as_ref()
     }
 
-    /// Stops the fast tier's uploader (bounded wait). Idempotent; also done when the engine is dropped.
+    /// Replication through the fast tier, if enabled.
+    pub fn catchup(&self) -> Option<&FastReplication> {
+        self.catchup.as_ref()
+    }
+
+    /// Stops the fast tier's uploader (bounded wait) and the replication proxy. Idempotent; also done when
+    /// the engine is dropped.
     pub fn close(&self) {
         if let Some(f) = &self.fast {
             f.close();
+        }
+        if let Some(c) = &self.catchup {
+            c.close();
         }
     }
 

@@ -69,6 +69,14 @@ pub enum Error {
     #[error("operation cancelled: op={op} key={key}")]
     Cancelled { op: &'static str, key: String },
 
+    /// A network failure talking to a Kafka broker (replication through the fast tier); retriable.
+    #[error("network failure: op={op} peer={peer} {detail}")]
+    Network { op: &'static str, peer: String, detail: String },
+
+    /// A Kafka protocol message that could not be decoded or answered (replication through the fast tier).
+    #[error("kafka protocol error: peer={peer} {detail}")]
+    Protocol { peer: String, detail: String },
+
     /// A bug or an invariant violation inside fasttier (includes caught panics).
     #[error("internal error: {0}")]
     Internal(String),
@@ -79,7 +87,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::NotFound { .. } => ErrorClass::NotFound,
-            Error::Transient { .. } | Error::Cancelled { .. } => ErrorClass::Retriable,
+            Error::Transient { .. } | Error::Cancelled { .. } | Error::Network { .. } => ErrorClass::Retriable,
             Error::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                     ErrorClass::Retriable
@@ -90,6 +98,7 @@ impl Error {
             | Error::Corrupt { .. }
             | Error::Store { .. }
             | Error::Config { .. }
+            | Error::Protocol { .. }
             | Error::Internal(_) => ErrorClass::Fatal,
         }
     }

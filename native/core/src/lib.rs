@@ -10,9 +10,11 @@
 //! * [`slow`] — the slow tier (KIP-405): copy, fetch, fetch index, delete;
 //! * [`tail`] — reading new complete record batches of a live partition directory (fast tier input);
 //! * [`wal`] — the fast tier's combined WAL objects and per-broker object stream;
+//! * [`catchup`] — follower catch-up: replication through the fast tier (the zone-local fetch proxy);
 //! * [`runtime`] — the shared, bounded tokio runtime;
 //! * [`metrics`] — counters exported to the broker's metrics.
 
+pub mod catchup;
 pub mod config;
 pub mod engine;
 pub mod error;

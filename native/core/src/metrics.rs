@@ -68,6 +68,21 @@ metrics! {
     WalLagLe2500 => ("wal-upload-lag-le-2500ms", "counter", "Fast tier: upload lag histogram: within 2.5 s"),
     WalLagLe5000 => ("wal-upload-lag-le-5000ms", "counter", "Fast tier: upload lag histogram: within 5 s"),
     WalLagLe10000 => ("wal-upload-lag-le-10000ms", "counter", "Fast tier: upload lag histogram: within 10 s"),
+    ReplConnections => ("replication-connections", "gauge", "Fast replication: replica-fetcher connections taken by the proxy"),
+    ReplPartitionsFast => ("replication-partitions-fast", "gauge", "Fast replication: followed partitions whose record bytes come from the fast tier"),
+    ReplPartitionsLeader => ("replication-partitions-leader", "gauge", "Fast replication: followed partitions fetched from the leader (not in the fast tier, behind it, or fallen back)"),
+    ReplFetches => ("replication-fetches-total", "counter", "Fast replication: replica fetches answered by the proxy"),
+    ReplFastBytes => ("replication-fast-bytes-total", "counter", "Fast replication: record bytes served to followers from the fast tier (cross-zone bytes saved)"),
+    ReplLeaderBytes => ("replication-leader-bytes-total", "counter", "Fast replication: record bytes fetched from leaders for partitions not served by the fast tier"),
+    ReplReports => ("replication-reports-total", "counter", "Fast replication: answered offset reports to leaders (high watermark, errors, diverging epochs)"),
+    ReplSilentReports => ("replication-silent-reports-total", "counter", "Fast replication: silent offset reports to leaders (the follower's offsets only; never answered)"),
+    ReplReportBytes => ("replication-report-bytes-total", "counter", "Fast replication: record bytes leaders returned to offset reports (Kafka returns one batch for the first partition with data; passed on when the fast tier lacks it)"),
+    ReplFallbackLag => ("replication-fallbacks-lag-total", "counter", "Fast replication: partitions sent to the leader because the fast tier lagged beyond max.lag.ms"),
+    ReplFallbackStore => ("replication-fallbacks-store-total", "counter", "Fast replication: partitions sent to the leader because the leader's stream could not be read"),
+    ReplFallbackMismatch => ("replication-fallbacks-mismatch-total", "counter", "Fast replication: partitions sent to the leader because fast-tier bytes differed from the leader's"),
+    ReplStreamObjects => ("replication-stream-objects-total", "counter", "Fast replication: leaders' fast-tier objects read"),
+    ReplStreamBytes => ("replication-stream-bytes-total", "counter", "Fast replication: bytes of leaders' fast-tier objects read"),
+    ReplStreamErrors => ("replication-stream-errors-total", "counter", "Fast replication: failed reads of leaders' fast-tier streams"),
 }
 
 /// Upper bounds (ms) of the upload-lag histogram buckets, with their (cumulative) counters.

@@ -86,6 +86,9 @@ pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_fastLeadership<'l
         let eng = handles::engine(engine)?;
         let leaders = partitions(env, &leader_topics, &leader_topic_ids, &leader_partitions, "leader")?;
         let followers = partitions(env, &follower_topics, &follower_topic_ids, &follower_partitions, "follower")?;
+        if let Some(c) = eng.catchup() {
+            c.leadership(&leaders, &followers)?;
+        }
         if let Some(fast) = eng.fast() {
             tracing::debug!("fast tier: leadership change: leaders={} followers={}", leaders.len(), followers.len());
             fast.leadership(leaders, followers)?;
@@ -106,6 +109,9 @@ pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_fastStop<'l>(
     guard(&mut env, (), |env| {
         let eng = handles::engine(engine)?;
         let stopped = partitions(env, &topics, &topic_ids, &numbers, "stopped")?;
+        if let Some(c) = eng.catchup() {
+            c.stop_partitions(&stopped)?;
+        }
         if let Some(fast) = eng.fast() {
             tracing::debug!("fast tier: partitions stopped: {}", stopped.len());
             fast.stop_partitions(stopped)?;
@@ -122,16 +128,20 @@ pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_fastStatus<'l>(
 ) -> jstring {
     guard(&mut env, std::ptr::null_mut(), |env| {
         let eng = handles::engine(engine)?;
-        let json = match eng.fast() {
+        let mut status = match eng.fast() {
             Some(fast) => {
                 let mut status = fast.status();
                 if status.is_object() {
                     status["enabled"] = true.into();
                 }
-                status.to_string()
+                status
             }
-            None => DISABLED_STATUS.to_string(),
+            None => serde_json::from_str(DISABLED_STATUS).unwrap_or_default(),
         };
+        if status.is_object() {
+            status["replication"] = eng.catchup().map_or_else(|| serde_json::json!({"enabled": false}), |c| c.status());
+        }
+        let json = status.to_string();
         Ok(env.new_string(json)?.into_raw())
     })
 }

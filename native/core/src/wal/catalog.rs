@@ -536,6 +536,15 @@ pub async fn assemble_with_epochs(
     Ok(resolve(candidates, &epochs, from_offset, to_offset))
 }
 
+/// Splits the verified bytes of one range (`entry` of the object `source`) into its batches, each checked
+/// like [`assemble`] checks them (CRC-32C, leader epoch, offsets inside the entry and increasing, the
+/// range ending on a batch boundary); errors are `Corrupt` naming the object key.
+pub fn split_range(entry: &WalEntry, data: Bytes, source: &BatchSource) -> Result<Vec<ResolvedBatch>> {
+    let mut out = Vec::new();
+    range_batches(entry, data, source, &mut out)?;
+    Ok(out.into_iter().map(|c| ResolvedBatch { info: c.info, bytes: c.bytes }).collect())
+}
+
 /// Splits a verified range into its batches (CRC-32C checked), checking them against the entry.
 fn range_batches(entry: &WalEntry, data: Bytes, source: &BatchSource, out: &mut Vec<Candidate>) -> Result<()> {
     let key = &*source.key;

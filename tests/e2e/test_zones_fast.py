@@ -1,0 +1,135 @@
+"""Replication through the fast tier (issue 4), in the three-zone test bed (harness/zones.py): one broker per
+zone, MinIO in its own namespace, RF=3 and acks=all. Each follower's replica fetches go to fasttier's proxy
+inside the follower (its JVM resolves the leaders' names to it), which serves record bytes from the
+leaders' fast-tier streams and sends the leaders only offsets. The same workload also runs on a stock
+cluster (fasttier loaded, replication not through it) in the same module, so the cross-zone figures are
+compared within one run.
+
+    FASTTIER_ZONES_MB=64 python3 -m pytest tests/e2e/test_zones_fast.py -s    # more data (default 16)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from harness import wait_until
+from harness.data import consume_all, produce, assert_same
+from harness.jmx import Jmx
+from harness.zones import Zones, bed_support, bed_with_s3
+
+_ok, _why = bed_support()
+pytestmark = [  # noqa: E501
+    pytest.mark.e2e,
+    pytest.mark.plugin,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(not _ok, reason=f"zones test bed unavailable: {_why}"),
+]
+
+VERSION = os.environ.get("FASTTIER_KAFKA_VERSION", "4.4.0")
+PRODUCE_MB = float(os.environ.get("FASTTIER_ZONES_MB", "16"))
+MB = 1_000_000
+PARTITIONS = 6
+ASSIGNMENT = [[0, 1, 2], [1, 2, 0], [2, 0, 1]] * 2  # partition p is led by node p % 3, in zone p % 3
+# Kafka's producer defaults (batch.size 16 KiB, linger.ms 5), not the harness's bulk-load settings
+PRODUCER = {"batch.size": 16384, "linger.ms": 5}
+RSM = {"wal.upload.interval.ms": 200}
+FAST_RSM = {**RSM, **json.loads(os.environ.get("FASTTIER_ZONES_FAST_RSM", "{}"))}
+
+_results: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    with bed_with_s3(tmp_path_factory.mktemp("s3")) as zs:
+        yield zs
+
+
+def wait_identical(kc, topic: str, timeout: float = 90) -> dict[int, int]:
+    """Waits until the three replicas of every partition hold the same bytes; returns the leader bytes."""
+    digests: dict[int, dict[int, tuple[int, str]]] = {}
+
+    def identical():
+        kc.check_alive()
+        for p in range(PARTITIONS):
+            digests[p] = {i: kc.log_digest(i, topic, p) for i in range(3)}
+        return all(len(set(d.values())) == 1 for d in digests.values())
+
+    wait_until(identical, timeout, 1.0, lambda: f"replicas of {topic} to be identical: {digests}")
+    return {p: digests[p][ASSIGNMENT[p][0]][0] for p in range(PARTITIONS)}
+
+
+def run_workload(z, kc, topic: str, label: str) -> dict:
+    kc.create_topic(topic, config={"remote.storage.enable": "true", "min.insync.replicas": 2,
+                                   "segment.bytes": 8 << 20}, replica_assignment=ASSIGNMENT)
+    kc.wait_for_isr(topic, 3)
+    z.reset_counters()
+    t0 = time.monotonic()
+    time.sleep(5)
+    idle_rate = z.cross_zone_bytes() / (time.monotonic() - t0)
+
+    z.reset_counters()
+    t0 = time.monotonic()
+    n_records = int(PRODUCE_MB * MB / 1000)
+    produced = produce(kc, topic, n_records, partitions=PARTITIONS, value_size=(900, 1100),
+                       codecs=("none", "lz4"), producer_config=PRODUCER)
+    produce_s = time.monotonic() - t0
+    assert len(produced.records) == n_records
+    leader_bytes = wait_identical(kc, topic)
+    total = sum(leader_bytes.values())
+    c = z.counters()
+    elapsed = time.monotonic() - t0
+    cross = z.cross_zone_bytes(c)
+    state = kc.partition_state(topic)
+    r = {
+        "label": label, "records": n_records, "log_bytes": total, "cross": cross, "s3": z.s3_bytes(c),
+        "idle_rate": idle_rate, "elapsed": elapsed, "produce_s": produce_s, "isr": {p: s["isr"] for p, s in state.items()},
+        "links": Zones.format_counters({k: v for k, v in c.items() if "s3" not in k}),
+        "produced": produced,
+    }
+    print(f"\n[zones-{label}] {n_records} records, {total / MB:.2f} MB appended by the leaders, produced in "
+          f"{produce_s:.1f}s; cross-zone {cross / MB:.3f} MB = {cross / total:.4f} x produced "
+          f"(idle background {idle_rate / 1e3:.1f} kB/s); S3 links {r['s3'] / MB:.2f} MB; ISR {r['isr']}")
+    print(f"[zones-{label}]   per link: {r['links']}")
+    return r
+
+
+def test_stock_baseline(bed, make_cluster):
+    z, s3 = bed
+    kc = make_cluster(3, version=VERSION, plugin=True, s3=s3, zones=z, name="zones-stock2", rsm_config=RSM)
+    r = run_workload(z, kc, "base", "stock")
+    assert r["cross"] >= 2 * r["log_bytes"], r
+    _results["stock"] = r
+
+
+def test_replication_through_the_fast_tier(bed, make_cluster):
+    z, s3 = bed
+    kc = make_cluster(3, version=VERSION, plugin=True, s3=s3, zones=z, name="zones-fast", rsm_config=FAST_RSM,
+                      fast_replication=True, jmx=True)
+    topic = "fast"
+    r = run_workload(z, kc, topic, "fast")
+
+    # every replica holds the leader's bytes (checked above), nothing acknowledged is lost, the ISR is whole
+    assert all(len(isr) == 3 for isr in r["isr"].values()), r["isr"]
+    got = consume_all(kc, topic, r["produced"].end_offsets(), timeout=120)
+    assert not got.errors, got.errors[:5]
+    assert_same(r["produced"].records, got.records, "after replication through the fast tier")
+
+    # the followers' bytes came from the fast tier, not from the leaders
+    fast_bytes = leader_bytes = 0
+    for i in range(3):
+        m = Jmx(kc, i).plugin()
+        print(f"[zones-fast] node {i}: " + ", ".join(f"{k}={int(v)}" for k, v in sorted(m.items()) if k.startswith("replication-")))
+        fast_bytes += m.get("replication-fast-bytes-total", 0)
+        leader_bytes += m.get("replication-leader-bytes-total", 0)
+    assert fast_bytes >= 1.5 * r["log_bytes"], (fast_bytes, r["log_bytes"])
+
+    stock = _results.get("stock")
+    limit = 0.05 * (stock["cross"] if stock else 2 * r["log_bytes"])
+    print(f"[zones-fast] cross-zone {r['cross'] / MB:.3f} MB vs stock {stock['cross'] / MB if stock else float('nan'):.3f} MB "
+          f"(limit 5% = {limit / MB:.3f} MB); served from the fast tier {fast_bytes / MB:.2f} MB, "
+          f"from leaders {leader_bytes / MB:.3f} MB")
+    assert r["cross"] <= limit, f"cross-zone {r['cross']} > 5% of stock"
