@@ -3,6 +3,7 @@
 #   make test   set up, build, run every test suite (what CI runs: .ci/run)
 #   make bench  set up, build, run the benchmarks (prints figures; see docs/benchmarks.md)
 #   make bench-fast  set up, build, run the fast tier benchmark (docs/benchmarks.md, "Fast tier")
+#   make bench-rebuild  set up, build, rebuild a broker from the tiers vs stock (docs/benchmarks.md, "Rebuilding a broker")
 #
 # Build output of cargo is cached outside the clone (like the Kafka jars and MinIO) so a fresh clone on a
 # machine that has built before does not recompile the AWS SDK; set CARGO_TARGET_DIR to override.
@@ -10,7 +11,7 @@ export FASTTIER_CACHE ?= $(HOME)/.cache/fasttier
 export CARGO_TARGET_DIR ?= $(FASTTIER_CACHE)/target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench bench-fast setup build clean
+.PHONY: demo test bench bench-fast bench-rebuild setup build clean
 
 setup:
 	bash tests/scripts/install-build-tools.sh
@@ -32,6 +33,9 @@ bench: setup build
 bench-fast: setup build
 	cargo build --release --quiet -p fasttier-bench --bin fasttier-bench-fast
 	python3 tests/bench/fast_tier.py
+
+bench-rebuild: setup build
+	python3 tests/bench/rebuild.py
 
 clean:
 	rm -rf build java-shim/build target

@@ -12,24 +12,22 @@ bytes az3 received from the other zones.
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
-from harness import S3Server, wait_until
+from harness import S3Server
 from harness.data import produce
 from harness.rebuild import (
-    MB, bytes_from, compare_replicas, idle_rate_into, into_zone, log_end, other_partitions_bytes, rebuild_cli,
-    rejoin_measured, tier_coverage, verify_in_zone,
+    MB, SLACK, fasttier_round, idle_rate_into, into_zone, rebuild_cli, same_as_leaders, stock_round,
+    verify_in_zone, wait_tiered,
 )
-from harness.tiering import wait_local_log_start_beyond
 from harness.zones import Zones, bed_support
 
 _ok, _why = bed_support()
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.plugin,
-    pytest.mark.timeout(600),  # about 3 minutes on 2 cores
+    pytest.mark.timeout(600),  # about a minute on 2 cores
     pytest.mark.skipif(not _ok, reason=f"zones test bed unavailable: {_why}"),
 ]
 
@@ -42,9 +40,6 @@ NODE = 2
 SEGMENT = 1 << 20
 LOCAL_RETENTION = 2 * SEGMENT
 DOWNTIME_MB = 0.5  # produced while the rebuilt broker is down: the remainder it must fetch
-# Fixed allowance on top of the measured terms: the KRaft metadata the node missed while down, fetch
-# session set-up, TCP/IP headers of request/response exchanges.
-SLACK = 256 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +69,8 @@ def test_rebuild_from_the_tiers_crosses_far_fewer_zone_bytes_than_stock(bed, mak
 
     n = record_count(PRODUCE_MB)
     produce(kc, TOPIC, n, partitions=PARTITIONS, value_size=(900, 1100))
-    leaders = {p: kc.leader_of(TOPIC, p) for p in range(PARTITIONS)}
+    leaders, leo = wait_tiered(kc, NODE, TOPIC, PARTITIONS)
     assert all(leaders[p] != NODE for p in leaders), leaders
-    # local retention deleted the oldest segments (they are only in the slow tier now), and the tiers
-    # hold everything up to each leader's log end
-    wait_local_log_start_beyond(kc, TOPIC, {p: 0 for p in range(PARTITIONS)}, timeout=180)
-    leo = {p: log_end(kc.partition_dir(leaders[p], TOPIC, p)) for p in range(PARTITIONS)}
-    for p in range(PARTITIONS):
-        wait_until(lambda p=p: (tier_coverage(kc, NODE, TOPIC, p) or -1) >= leo[p] - 1, 60, 1.0,
-                   f"the tiers to hold partition {p} up to {leo[p] - 1}")
 
     # while the broker runs, its log directory is locked: refused, nothing touched
     running = rebuild_cli(kc, NODE, ["--topic", TOPIC, "--force"])
@@ -93,16 +81,15 @@ def test_rebuild_from_the_tiers_crosses_far_fewer_zone_bytes_than_stock(bed, mak
     assert plan.returncode == 0, plan.stderr
     assert plan.json()["dry_run"] and len(plan.json()["partitions"]) == PARTITIONS
 
-    # ---- fasttier rebuild: stop, lose the disk, rebuild from the tiers in az3, restart
-    kc.stop_broker(NODE)
-    kc.wipe_broker(NODE)
-    z.reset_counters()
-    since = time.monotonic()
-    cli = rebuild_cli(kc, NODE, ["--topic", TOPIC, "--local-retention-bytes", str(LOCAL_RETENTION), "--json"])
-    assert cli.returncode == 0, (cli.stdout, cli.stderr)
-    report = cli.json()
-    assert report["ok"], report
-    rebuilt = {r["partition"]: r for r in report["partitions"]}
+    def downtime(start_index):
+        return lambda: produce(kc, TOPIC, record_count(DOWNTIME_MB), partitions=PARTITIONS,
+                               value_size=(900, 1100), start_index=start_index)
+
+    # ---- fasttier: stop, lose the disk, rebuild from the tiers in az3, produce meanwhile, restart
+    f = fasttier_round(kc, z, NODE, TOPIC, ["--local-retention-bytes", str(LOCAL_RETENTION)], leaders,
+                       downtime(n))
+    assert f.report["ok"], f.report
+    rebuilt = f.partitions()
     assert sorted(rebuilt) == list(range(PARTITIONS))
     for p, r in rebuilt.items():
         # a tiered log starts above the log start offset (what local retention keeps), and the fast tier
@@ -113,55 +100,34 @@ def test_rebuild_from_the_tiers_crosses_far_fewer_zone_bytes_than_stock(bed, mak
         assert r["topic_id"] == topic_id, (r["topic_id"], topic_id)
         assert (kc.partition_dir(NODE, TOPIC, p) / "partition.metadata").read_text() == \
             f"version: 0\ntopic_id: {topic_id}"
-    during = z.counters(directed=True)
-    s3_by_cli = during[("s3", zone)]
-    assert s3_by_cli >= report["bytes"], (s3_by_cli, report["bytes"])  # the restored data came from S3...
-    assert into_zone(z, zone, during) < SLACK, during  # ...and nothing crossed into az3 meanwhile
+    s3_by_cli = f.during_cli[("s3", zone)]
+    assert s3_by_cli >= f.report["bytes"], (s3_by_cli, f.report["bytes"])  # the restored data came from S3...
+    assert into_zone(z, zone, f.during_cli) < SLACK, f.during_cli  # ...and nothing crossed into az3 meanwhile
 
-    fast = rejoin_measured(kc, z, NODE, since, lambda: produce(
-        kc, TOPIC, record_count(DOWNTIME_MB), partitions=PARTITIONS, value_size=(900, 1100), start_index=n))
-    fast_total = cli.seconds + fast.seconds
-
-    # the rebuilt replicas are the leaders' logs, byte for byte
-    for p in range(PARTITIONS):
-        lp = leaders[p]
-        wait_until(lambda p=p, lp=lp: log_end(kc.partition_dir(NODE, TOPIC, p)) == log_end(kc.partition_dir(lp, TOPIC, p)),
-                   60, 0.5, f"node {NODE} to reach the leader's log end of partition {p}")
-        c = compare_replicas(kc.partition_dir(lp, TOPIC, p), kc.partition_dir(NODE, TOPIC, p))
+    # the rebuilt replicas are the leaders' logs, byte for byte, and verify against the tiers
+    for p, c in same_as_leaders(kc, NODE, TOPIC, leaders).items():
         assert c.ends[0] == c.ends[1] and c.first <= rebuilt[p]["log_end_offset"], c
         v = verify_in_zone(kc, NODE, TOPIC, p)
         assert v["ok"], v
-    # what crossed into az3: the data newer than the tiers held at rebuild time, the internal topics
-    # (not tiered: replicated, and read by the RLMM's consumer), the idle background, a fixed slack
-    remainder = sum(bytes_from(kc.partition_dir(leaders[p], TOPIC, p), rebuilt[p]["log_end_offset"])
-                    for p in range(PARTITIONS))
-    internal = other_partitions_bytes(kc, NODE, TOPIC)
-    allowed = 1.05 * (remainder + 2 * internal) + 2 * idle * fast.window + SLACK
+    # what crossed into az3: the data newer than the tiers held at rebuild time, the internal topics (not
+    # tiered: replicated, and read by the RLMM's consumer), the idle background, a fixed slack
+    allowed = 1.05 * (f.remainder + 2 * f.internal) + 2 * idle * f.rejoin.window + SLACK
 
-    # ---- stock rebuild of the same broker: lose the disk, restart, Kafka replicates from the leaders
-    kc.stop_broker(NODE)
-    kc.wipe_broker(NODE)
-    z.reset_counters()
-    stock = rejoin_measured(kc, z, NODE, time.monotonic(), lambda: produce(
-        kc, TOPIC, record_count(DOWNTIME_MB), partitions=PARTITIONS, value_size=(900, 1100),
-        start_index=n + record_count(DOWNTIME_MB)))
-    fetched_stock = sum(bytes_from(kc.partition_dir(NODE, TOPIC, p), 0) for p in range(PARTITIONS))
-    for p in range(PARTITIONS):
-        wait_until(lambda p=p: log_end(kc.partition_dir(NODE, TOPIC, p)) == log_end(kc.partition_dir(leaders[p], TOPIC, p)),
-                   60, 0.5, f"node {NODE} to reach the leader's log end of partition {p} (stock)")
-        compare_replicas(kc.partition_dir(leaders[p], TOPIC, p), kc.partition_dir(NODE, TOPIC, p))
+    # ---- stock rebuild of the same broker: lose the disk, produce meanwhile, restart
+    s = stock_round(kc, z, NODE, TOPIC, PARTITIONS, downtime(n + record_count(DOWNTIME_MB)))
+    same_as_leaders(kc, NODE, TOPIC, leaders)
 
     print(f"\n[rebuild] Kafka {VERSION}, {PARTITIONS} partitions, {n} records (~{PRODUCE_MB:.0f} MB) + "
           f"{DOWNTIME_MB} MB while down each time; segments {SEGMENT >> 20} MiB, local retention "
           f"{LOCAL_RETENTION >> 20} MiB")
-    print(f"[rebuild] fasttier: restored {report['bytes'] / MB:.2f} MB from S3 in {cli.seconds:.1f}s "
-          f"(az3<-s3 {s3_by_cli / MB:.2f} MB), rejoined in {fast.seconds:.1f}s; total {fast_total:.1f}s; "
-          f"cross-zone into {zone} {fast.into_zone / MB:.3f} MB (remainder {remainder / MB:.3f} MB, internal "
-          f"topics {internal / MB:.3f} MB, idle {idle / 1e3:.1f} kB/s, allowed {allowed / MB:.3f} MB)")
-    print(f"[rebuild] stock:    rejoined in {stock.seconds:.1f}s; cross-zone into {zone} "
-          f"{stock.into_zone / MB:.3f} MB (its log of {TOPIC}: {fetched_stock / MB:.3f} MB)")
+    print(f"[rebuild] fasttier: restored {f.report['bytes'] / MB:.2f} MB from S3 in {f.cli.seconds:.1f}s "
+          f"({zone}<-s3 {s3_by_cli / MB:.2f} MB), rejoined in {f.rejoin.seconds:.1f}s; total {f.seconds:.1f}s; "
+          f"cross-zone into {zone} {f.rejoin.into_zone / MB:.3f} MB (remainder {f.remainder / MB:.3f} MB, "
+          f"internal topics {f.internal / MB:.3f} MB, idle {idle / 1e3:.1f} kB/s, allowed {allowed / MB:.3f} MB)")
+    print(f"[rebuild] stock:    rejoined in {s.rejoin.seconds:.1f}s; cross-zone into {zone} "
+          f"{s.rejoin.into_zone / MB:.3f} MB (its log of {TOPIC}: {s.fetched / MB:.3f} MB)")
 
-    assert fast.into_zone <= allowed, (fast, remainder, internal, idle)
+    assert f.rejoin.into_zone <= allowed, (f.rejoin, f.remainder, f.internal, idle)
     # stock replication brings the node's whole local log of the topic across zones
-    assert stock.into_zone >= fetched_stock, (stock, fetched_stock)
-    assert fast.into_zone * 3 < stock.into_zone, (fast, stock)
+    assert s.rejoin.into_zone >= s.fetched, (s.rejoin, s.fetched)
+    assert f.rejoin.into_zone * 3 < s.rejoin.into_zone, (f.rejoin, s.rejoin)

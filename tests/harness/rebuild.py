@@ -1,10 +1,11 @@
 """Rebuilding a broker (issue 4): `fasttier rebuild` run where the broker runs, against a stock rebuild, in
 the zones test bed (harness/zones.py). Used by tests/e2e/test_rebuild.py and tests/bench/rebuild.py.
 
+    leaders, leo = wait_tiered(kc, node, "t", 2)                  # the tiers hold each leader's log end
+    f = fasttier_round(kc, z, node, "t", ["--local-retention-bytes", "..."], downtime=lambda: produce(...))
+    same_as_leaders(kc, node, "t", leaders)                      # byte for byte over the common offsets
+    s = stock_round(kc, z, node, "t", downtime=...)              # wipe + restart, Kafka replicates
     cli = rebuild_cli(kc, node, ["--topic", "t", "--json"])      # inside the node's zone namespace
-    for base, last, data in iter_batches(kc.partition_dir(0, "t", 0)): ...
-    compare_replicas(dir_a, dir_b)                               # batch by batch over the common offsets
-    m = rejoin_measured(kc, z, node, ...)                        # start, wait for the ISR, count bytes
 
 Where the bytes go: the CLI runs under `ip netns exec <the node's zone>` with the broker's own
 server.properties, so it reaches S3 at the zone endpoint the broker uses and its downloads cross the
@@ -24,8 +25,12 @@ from typing import Callable, Iterator, Optional
 
 from .cli import cli_binary
 from .procs import HarnessError, wait_until
+from .tiering import wait_local_log_start_beyond
 
 MB = 1_000_000
+# Allowance for what a rejoining broker receives besides partition data: the KRaft metadata it missed
+# while down, fetch session set-up, TCP/IP headers of request/response exchanges.
+SLACK = 256 * 1024
 _HEADER = 61  # RecordBatch v2 header; baseOffset @0 (i64), length @8 (i32), lastOffsetDelta @23 (i32)
 
 
@@ -237,3 +242,90 @@ def rejoin_measured(kc, z, node: int, since: float, before_start: Optional[Calla
     return Rejoin(seconds, into_zone(z, zone, directed), time.monotonic() - since,
                   {k: v for k, v in directed.items() if k[1] == zone},
                   sum(v for (a, b), v in directed.items() if "s3" in (a, b) and zone in (a, b)))
+
+
+# --------------------------------------------------------------------------------------------------
+# the two ways to rebuild a broker, measured
+
+
+def wait_tiered(kc, node: int, topic: str, partitions: int, local_deleted: bool = True,
+                timeout: float = 300.0) -> tuple[dict, dict]:
+    """Waits until the tiers hold each leader's log up to its end and, with local_deleted, until local
+    retention has deleted the oldest segments of every partition (they are in the slow tier only). Returns
+    ({p: leader}, {p: leader's log end offset})."""
+    leaders = {p: kc.leader_of(topic, p) for p in range(partitions)}
+    if local_deleted:
+        wait_local_log_start_beyond(kc, topic, {p: 0 for p in range(partitions)}, timeout=timeout)
+    leo = {p: log_end(kc.partition_dir(leaders[p], topic, p)) for p in range(partitions)}
+    for p in range(partitions):
+        wait_until(lambda p=p: (tier_coverage(kc, node, topic, p) or -1) >= leo[p] - 1, timeout, 1.0,
+                   f"the tiers to hold partition {p} of {topic} up to {leo[p] - 1}")
+    return leaders, leo
+
+
+@dataclass
+class FastRound:
+    cli: CliRun
+    report: dict  # `fasttier rebuild --json`
+    during_cli: dict  # directed zone counters over the CLI's run
+    rejoin: Rejoin
+    remainder: int  # bytes of the leaders' logs above the rebuilt log ends: what the node had to fetch
+    internal: int  # the node's bytes of other (untiered, internal) topics, re-replicated whatever happens
+
+    @property
+    def seconds(self) -> float:
+        return self.cli.seconds + self.rejoin.seconds
+
+    def partitions(self) -> dict[int, dict]:
+        return {r["partition"]: r for r in self.report["partitions"]}
+
+
+def fasttier_round(kc, z, node: int, topic: str, cli_args: list[str], leaders: dict[int, int],
+                   downtime: Optional[Callable[[], None]] = None, timeout: float = 1800.0) -> FastRound:
+    """Stops the node, loses its data disk (wipe + format), runs `fasttier rebuild --topic <topic>
+    <cli_args> --json` in its zone, runs downtime() (e.g. produce: the remainder), restarts it and waits
+    until it is in sync everywhere. Counters cover the CLI, the downtime and the rejoin."""
+    kc.stop_broker(node)
+    kc.wipe_broker(node)
+    z.reset_counters()
+    since = time.monotonic()
+    cli = rebuild_cli(kc, node, ["--topic", topic] + cli_args + ["--json"], timeout=timeout)
+    if cli.returncode != 0:
+        raise HarnessError(f"fasttier rebuild exited {cli.returncode}:\n{cli.stdout[-3000:]}\n{cli.stderr[-3000:]}")
+    report = cli.json()
+    during = z.counters(directed=True)
+    rejoin = rejoin_measured(kc, z, node, since, downtime, timeout=timeout)
+    rebuilt = {r["partition"]: r["log_end_offset"] for r in report["partitions"]}
+    remainder = sum(bytes_from(kc.partition_dir(leaders[p], topic, p), end) for p, end in rebuilt.items())
+    return FastRound(cli, report, during, rejoin, remainder, other_partitions_bytes(kc, node, topic))
+
+
+@dataclass
+class StockRound:
+    rejoin: Rejoin
+    fetched: int  # the node's log bytes of the topic once in sync (all of it came from the leaders)
+    internal: int
+
+
+def stock_round(kc, z, node: int, topic: str, partitions: int,
+                downtime: Optional[Callable[[], None]] = None, timeout: float = 1800.0) -> StockRound:
+    """Stops the node, loses its data disk, runs downtime(), restarts it: Kafka replicates everything from
+    the leaders (a tiered topic from each leader's local log start)."""
+    kc.stop_broker(node)
+    kc.wipe_broker(node)
+    z.reset_counters()
+    rejoin = rejoin_measured(kc, z, node, time.monotonic(), downtime, timeout=timeout)
+    fetched = sum(bytes_from(kc.partition_dir(node, topic, p), 0) for p in range(partitions))
+    return StockRound(rejoin, fetched, other_partitions_bytes(kc, node, topic))
+
+
+def same_as_leaders(kc, node: int, topic: str, leaders: dict[int, int], timeout: float = 120.0) -> dict[int, Comparison]:
+    """Waits until node's copy of each partition ends where its leader's does, then compares them batch by
+    batch over the offsets both hold (raises HarnessError on a difference)."""
+    out = {}
+    for p, lp in leaders.items():
+        mine, theirs = kc.partition_dir(node, topic, p), kc.partition_dir(lp, topic, p)
+        wait_until(lambda: log_end(mine) == log_end(theirs), timeout, 0.5,
+                   f"node {node} to reach the log end of partition {p} on its leader {lp}")
+        out[p] = compare_replicas(theirs, mine)
+    return out
