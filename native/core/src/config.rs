@@ -91,8 +91,10 @@ pub struct ReplicationConfig {
     pub lookback_objects: u64,
     /// Clock margin of the report rule (a report must carry data cut after the previous report).
     pub report_margin: Duration,
-    /// Longest time between two reports of a partition's offset to the leader.
+    /// Longest time between two answered reports (high watermark, errors, diverging epochs).
     pub keepalive: Duration,
+    /// Shortest time between two silent offset reports on one follower connection.
+    pub report_interval: Duration,
 }
 
 impl ReplicationConfig {
@@ -322,8 +324,13 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "replication.fast.keepalive.ms",
-        default: "2000",
+        default: "5000",
         doc: "longest time between answered offset reports (high watermark, errors); 100..60000",
+    },
+    KeyDoc {
+        key: "replication.fast.report.interval.ms",
+        default: "200",
+        doc: "shortest time between silent offset reports per follower connection (acks=all latency vs cross-zone bytes); 10..60000",
     },
     KeyDoc {
         key: "native.library.path",
@@ -503,7 +510,8 @@ fn replication_config(r: &Reader) -> Result<ReplicationConfig> {
         cache_bytes: r.u64("replication.fast.cache.bytes", 64 * MIB, MIB, 16 * 1024 * MIB)?,
         lookback_objects: r.u64("replication.fast.lookback.objects", 16, 0, 10_000)?,
         report_margin: Duration::from_millis(r.u64("replication.fast.report.margin.ms", 50, 0, 10_000)?),
-        keepalive: Duration::from_millis(r.u64("replication.fast.keepalive.ms", 2_000, 100, 60_000)?),
+        keepalive: Duration::from_millis(r.u64("replication.fast.keepalive.ms", 5_000, 100, 60_000)?),
+        report_interval: Duration::from_millis(r.u64("replication.fast.report.interval.ms", 200, 10, 60_000)?),
     })
 }
 

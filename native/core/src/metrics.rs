@@ -73,7 +73,7 @@ metrics! {
     ReplPartitionsLeader => ("replication-partitions-leader", "gauge", "Fast replication: followed partitions fetched from the leader (not in the fast tier, behind it, or fallen back)"),
     ReplFetches => ("replication-fetches-total", "counter", "Fast replication: replica fetches answered by the proxy"),
     ReplFastBytes => ("replication-fast-bytes-total", "counter", "Fast replication: record bytes served to followers from the fast tier (cross-zone bytes saved)"),
-    ReplLeaderBytes => ("replication-leader-bytes-total", "counter", "Fast replication: record bytes fetched from leaders for partitions not served by the fast tier"),
+    ReplLeaderBytes => ("replication-leader-bytes-total", "counter", "Fast replication: record bytes from leaders passed to followers (partitions not served by the fast tier, and report answers' batches the fast tier lacked)"),
     ReplReports => ("replication-reports-total", "counter", "Fast replication: answered offset reports to leaders (high watermark, errors, diverging epochs)"),
     ReplSilentReports => ("replication-silent-reports-total", "counter", "Fast replication: silent offset reports to leaders (the follower's offsets only; never answered)"),
     ReplReportBytes => ("replication-report-bytes-total", "counter", "Fast replication: record bytes leaders returned to offset reports (Kafka returns one batch for the first partition with data; passed on when the fast tier lacks it)"),

@@ -43,6 +43,9 @@ const NONE: i16 = 0;
 const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Added to a data fetch's own max wait before the proxy gives up on the leader.
 const DATA_GRACE: Duration = Duration::from_secs(15);
+/// Reports that do not refresh the leader's "caught up" time of the follower are sent for this long after
+/// the last one that did; then they wait for data that does (well within `replica.lag.time.max.ms`).
+const CAUGHT_UP_REFRESH: Duration = Duration::from_secs(3);
 /// A silent report's connection stays open this long (for the leader to read the request), then is reset.
 const SILENT_HOLD: Duration = Duration::from_millis(100);
 /// A silent report waits this long in the leader's fetch purgatory (far longer than [`SILENT_HOLD`], so the
@@ -125,16 +128,20 @@ struct Part {
     /// The batch an offset report brought back (Kafka returns one for the first partition with data):
     /// `(fetch offset, records, offset after them)`, passed on if the fast tier cannot serve that offset.
     leader_batch: Option<(i64, Bytes, i64)>,
-    /// The fetch offset last reported to the leader.
+    /// The fetch offset last reported to the leader, and when (unix ms).
     reported: Option<i64>,
+    reported_at: Option<i64>,
+    /// When a report last refreshed the leader's "caught up" time of this partition (the report rule).
+    last_good: Option<Instant>,
     /// The follower's leader epoch the leader last answered a report for without error or divergence:
     /// the follower's log is then the leader's up to that offset, and fast-tier batches of that epoch
     /// continue it.
     validated_epoch: Option<i32>,
     /// `(offset after the records served last, creation time of their object)`.
     served: Option<(i64, i64)>,
-    /// Since when the leader is known to have data at the fetch offset that the fast tier lacks.
-    leader_ahead_since: Option<Instant>,
+    /// Since when answered reports show the leader with data at the fetch offset that the fast tier lacks
+    /// (cleared when the fast tier serves the partition or a report finds the leader with nothing more).
+    leader_ahead: Option<Instant>,
     cooldown_until: Option<Instant>,
 }
 
@@ -147,9 +154,11 @@ impl Part {
             pending: None,
             leader_batch: None,
             reported: None,
+            reported_at: None,
+            last_good: None,
             validated_epoch: None,
             served: None,
-            leader_ahead_since: None,
+            leader_ahead: None,
             cooldown_until: None,
         }
     }
@@ -273,6 +282,7 @@ impl Session {
         let mut reported = false;
         loop {
             self.classify(&wants);
+            let mut report_at = None;
             if !reported {
                 match self.report_due(&wants) {
                     Due::No => {}
@@ -281,10 +291,13 @@ impl Session {
                         reported = true;
                         self.classify(&wants);
                     }
-                    Due::Silent => {
-                        self.silent_report(header, &req, version, &wants).await;
-                        reported = true;
-                    }
+                    Due::Silent => match self.silent.map(|t| t + self.ctx.cfg.report_interval.max(SILENT_HOLD)) {
+                        Some(at) if at > Instant::now() => report_at = Some(at),
+                        _ => {
+                            self.silent_report(header, &req, version, &wants).await;
+                            reported = true;
+                        }
+                    },
                 }
             }
             self.start_data_fetch(header, &req, version, &wants).await?;
@@ -303,7 +316,7 @@ impl Session {
                 // partitions still lack any state
                 Some(i) if now >= deadline => i.deadline,
                 _ if now >= deadline => now + Duration::from_millis(50),
-                _ => deadline,
+                _ => report_at.map_or(deadline, |at| at.min(deadline)),
             };
             let wake = {
                 let data = async {
@@ -330,6 +343,23 @@ impl Session {
         }
         self.ctx.metrics.inc(Metric::ReplFetches);
         let resp = self.respond(&req, &wants);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let parts: Vec<String> = wants
+                .iter()
+                .map(|w| {
+                    let n: usize = resp.responses[w.topic]
+                        .partitions
+                        .iter()
+                        .filter(|pd| pd.partition_index == w.tp.1)
+                        .map(|pd| pd.records.as_ref().map_or(0, |r| r.len()))
+                        .sum();
+                    let mode = if self.parts.get(&w.tp).is_some_and(|p| p.mode == Mode::Fast) { "fast" } else { "leader" };
+                    format!("{}:{mode}@{}+{n}", w.tp.1, w.fp.fetch_offset)
+                })
+                .collect();
+            tracing::trace!(leader = self.route.broker_id, took_ms = started.elapsed().as_millis() as u64, reported,
+                "fast replication: answered {}", parts.join(" "));
+        }
         self.update_gauges();
         encode_response(header.correlation_id, version, &resp, &self.route.peer)
     }
@@ -361,7 +391,7 @@ impl Session {
             } else {
                 // the fast tier should get there: wait for it, unless the leader has had data there for
                 // longer than max.lag.ms (or the stream has delivered nothing for that long)
-                let waiting = |part: &mut Part, reason: &mut Option<(&'static str, Metric)>| match part.leader_ahead_since {
+                let waiting = |part: &mut Part, reason: &mut Option<(&'static str, Metric)>| match part.leader_ahead {
                     Some(t) if now.duration_since(t) > self.ctx.cfg.max_lag || (stalled && now.duration_since(t) > self.ctx.cfg.max_lag / 2) => {
                         *reason = Some(("lag", Metric::ReplFallbackLag));
                         Mode::Leader
@@ -370,7 +400,7 @@ impl Session {
                 };
                 match look {
                     Lookup::Serve { .. } => {
-                        part.leader_ahead_since = None;
+                        part.leader_ahead = None;
                         Mode::Fast
                     }
                     Lookup::Wait => waiting(part, &mut reason),
@@ -382,7 +412,7 @@ impl Session {
             if before == Mode::Fast && next == Mode::Leader {
                 if let Some((why, metric)) = reason {
                     part.cooldown_until = Some(now + self.ctx.cfg.retry);
-                    part.leader_ahead_since = None;
+                    part.leader_ahead = None;
                     self.ctx.metrics.inc(metric);
                     info!(
                         leader = self.route.broker_id,
@@ -421,18 +451,49 @@ impl Session {
         if answered_due {
             return Due::Answered;
         }
-        let changed: Vec<_> = fast.iter().filter(|(w, p)| p.reported != Some(w.fp.fetch_offset)).collect();
-        let Some((_, at_unix)) = self.last_report else { return Due::Answered };
-        // The report rule: Kafka counts a follower as caught up when its fetch offset reaches the leader's
-        // log end offset as of the follower's previous fetch; that holds if the reported data was cut
-        // after the previous report (docs/replication.md, "Offset reports and the ISR").
-        let margin = self.ctx.cfg.report_margin.as_millis() as i64;
-        if !changed.is_empty()
-            && changed.iter().all(|(w, p)| p.served.is_some_and(|(next, cut)| next == w.fp.fetch_offset && cut >= at_unix + margin))
-        {
-            Due::Silent
-        } else {
+        if self.silent_set(wants).is_empty() {
             Due::No
+        } else {
+            Due::Silent
+        }
+    }
+
+    /// The report rule (docs/replication.md, "Offset reports and the ISR"): Kafka counts a follower as
+    /// caught up on a partition when its fetch offset reaches the leader's log end offset as of the
+    /// follower's previous fetch of that partition. A report refreshes that for a partition whose new data
+    /// was cut (by the leader's uploader) after the partition's previous report.
+    fn refreshes_caught_up(&self, w: &Want, p: &Part) -> bool {
+        let margin = self.ctx.cfg.report_margin.as_millis() as i64;
+        match p.reported_at {
+            None => true,
+            Some(at) => p.served.is_some_and(|(next, cut)| next == w.fp.fetch_offset && cut >= at + margin),
+        }
+    }
+
+    /// The FAST partitions a silent report carries: those whose offset moved, if the report refreshes their
+    /// "caught up" time or one did within [`CAUGHT_UP_REFRESH`]; the others wait for data that does.
+    fn silent_set<'w>(&self, wants: &'w [Want]) -> Vec<&'w Want> {
+        wants
+            .iter()
+            .filter(|w| {
+                self.parts.get(&w.tp).is_some_and(|p| {
+                    p.mode == Mode::Fast
+                        && p.reported != Some(w.fp.fetch_offset)
+                        && (self.refreshes_caught_up(w, p) || p.last_good.is_some_and(|t| t.elapsed() < CAUGHT_UP_REFRESH))
+                })
+            })
+            .collect()
+    }
+
+    /// Records that `w`'s offset was reported now.
+    fn mark_reported(&mut self, w: &Want) {
+        let good = self.parts.get(&w.tp).is_some_and(|p| self.refreshes_caught_up(w, p));
+        if let Some(p) = self.parts.get_mut(&w.tp) {
+            p.reported = Some(w.fp.fetch_offset);
+            p.reported_at = Some(unix_ms());
+            if good {
+                p.last_good = Some(Instant::now());
+            }
         }
     }
 
@@ -486,6 +547,9 @@ impl Session {
             fast.rotate_left(k);
             self.rotate = self.rotate.wrapping_add(1);
         }
+        for w in &fast {
+            self.mark_reported(w);
+        }
         let body = Self::request_like(req, &fast, 0, 0, Some(0));
         let frame = encode_request(FETCH, version, header.correlation_id, header.client_id.clone(), &body, &self.route.peer)?;
         let conn = self.conn(true).await?;
@@ -509,7 +573,6 @@ impl Session {
                     Some(self.stream.lookup(&tp, epoch, offset, records.len()))
                 };
                 let Some(part) = self.parts.get_mut(&tp) else { continue };
-                part.reported = Some(offset);
                 if pd.error_code != NONE || pd.diverging_epoch.epoch >= 0 {
                     let mut e = pd.clone();
                     e.records = Some(Bytes::new());
@@ -520,7 +583,7 @@ impl Session {
                 part.validated_epoch = Some(epoch);
                 part.absorb(pd);
                 match look {
-                    None => {}
+                    None => part.leader_ahead = None, // the leader has nothing beyond the offset
                     Some(Lookup::Serve { records: ours, .. }) => {
                         // the leader's first batch at the offset and the fast tier's must be the same bytes
                         let n = ours.len().min(records.len());
@@ -540,10 +603,10 @@ impl Session {
                             s.fallbacks += 1;
                             s.last_fallback = Some("mismatch");
                         }
-                        part.leader_ahead_since = None;
+                        part.leader_ahead = None;
                     }
                     Some(_) => {
-                        part.leader_ahead_since.get_or_insert_with(Instant::now);
+                        part.leader_ahead.get_or_insert_with(Instant::now);
                         if let Some(next) = batches_end(&records) {
                             part.leader_batch = Some((offset, records, next));
                         }
@@ -559,12 +622,10 @@ impl Session {
     /// watermark), then parks it (`min_bytes` can never be met); its answer, which would carry one record
     /// batch, is never sent. Failures only delay the offset until the next report.
     async fn silent_report(&mut self, header: &RequestHeader, req: &FetchRequest, version: i16, wants: &[Want]) {
-        if let Some(t) = self.silent {
-            // one at a time, so that the leader reads them in order
-            tokio::time::sleep_until((t + SILENT_HOLD).into()).await;
+        let fast = self.silent_set(wants);
+        if fast.is_empty() {
+            return;
         }
-        let fast: Vec<&Want> =
-            wants.iter().filter(|w| self.parts.get(&w.tp).is_some_and(|p| p.mode == Mode::Fast)).collect();
         let body = Self::request_like(req, &fast, SILENT_WAIT_MS, i32::MAX, Some(0));
         let sent = async {
             let frame = encode_request(FETCH, version, header.correlation_id, header.client_id.clone(), &body, &self.route.peer)?;
@@ -588,9 +649,7 @@ impl Session {
             Ok(sock) => {
                 self.ctx.metrics.inc(Metric::ReplSilentReports);
                 for w in &fast {
-                    if let Some(p) = self.parts.get_mut(&w.tp) {
-                        p.reported = Some(w.fp.fetch_offset);
-                    }
+                    self.mark_reported(w);
                 }
                 tokio::spawn(async move {
                     tokio::time::sleep(SILENT_HOLD).await;
@@ -740,6 +799,7 @@ impl Session {
                             pd.records = Some(records);
                         } else if let Some((_, records, next)) = lb {
                             // the leader's own batch from the report: it crossed anyway
+                            self.ctx.metrics.add(Metric::ReplLeaderBytes, records.len() as i64);
                             part.served = Some((next, i64::MIN));
                             source = "leader";
                             pd.records = Some(records);

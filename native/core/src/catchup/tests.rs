@@ -215,6 +215,7 @@ fn config(leader: SocketAddr, max_lag_ms: u64) -> ReplicationConfig {
         lookback_objects: 16,
         report_margin: Duration::from_millis(0),
         keepalive: Duration::from_millis(300),
+        report_interval: Duration::from_millis(50),
     }
 }
 
@@ -355,7 +356,9 @@ async fn followers_get_the_leaders_bytes_from_the_fast_tier_and_the_leader_hears
     assert!(sent <= reports * one, "sent={sent} reports={reports} silent={silent}");
     assert!(silent >= 1, "no silent report");
     assert!(sent < b.leader.log_bytes(0).len() as u64 / 5, "{sent}");
-    assert_eq!(b.metrics.get(Metric::ReplFastBytes) as usize, f.log.len());
+    let (fast, from_leader) = (b.metrics.get(Metric::ReplFastBytes), b.metrics.get(Metric::ReplLeaderBytes));
+    assert_eq!((fast + from_leader) as usize, f.log.len());
+    assert!(from_leader <= sent as i64 && fast as usize > f.log.len() * 3 / 4, "fast={fast} leader={from_leader}");
     assert_eq!(b.metrics.get(Metric::ReplFallbackLag) + b.metrics.get(Metric::ReplFallbackStore), 0);
     b.proxy.close();
 }
