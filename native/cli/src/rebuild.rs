@@ -62,8 +62,9 @@ use fasttier_core::format::keys::segments_root;
 use fasttier_core::format::manifest::{IndexKind, SegmentManifest};
 use fasttier_core::slow::catalog::{read_index, slow_segments, SegmentBatches, SlowBatch};
 use fasttier_core::wal::catalog::{
-    assemble_with_epochs, list_streams, parse_topic_id, partition_ranges, stream_objects, EpochStarts, ResolvedBatch,
+    assemble_with_epochs, list_streams, parse_topic_id, stream_objects, EpochStarts, RangeRef, ResolvedBatch,
 };
+use fasttier_core::wal::format::{TopicId, WalHeader};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -412,15 +413,13 @@ fn chain(view: &TierView) -> Result<Vec<Piece>> {
     Ok(pieces)
 }
 
-/// What the tiers hold of a partition, for a rebuild: as [`TierView::load`] (fast tier listed first, then
-/// the slow tier; the fast tier resolved with the slow tier's leader epochs known), except that the fast
+/// What the tiers hold of a partition, for a rebuild, given its fast-tier `ranges` ([`FastRanges`]): as
+/// [`TierView::load`] (fast tier listed first, then the slow tier; the fast tier resolved with the slow
+/// tier's leader epochs known), except that the fast
 /// tier's data is read only from the first offset at or above its lowest one that no complete slow segment
 /// holds. The chain takes offsets both tiers hold from the slow tier, so the fast tier's copies below are
 /// never downloaded (right after a burst, before cleanup, they can be most of the partition).
-async fn load_view(stores: &Stores, t: &Target) -> Result<TierView> {
-    let id = parse_topic_id(&t.topic_id)
-        .ok_or_else(|| Error::config("--topic-id", format!("value={:?} is not a Kafka topic id", t.topic_id)))?;
-    let ranges = partition_ranges(&stores.wal, &stores.wal_prefix, &id, t.partition).await?;
+async fn load_view(stores: &Stores, t: &Target, ranges: Vec<RangeRef>) -> Result<TierView> {
     let slow = slow_segments(&stores.slow, &stores.slow_prefix, &t.topic, &t.topic_id, t.partition).await?;
     let mut epochs = EpochStarts::new();
     let mut slow_spans = Vec::new();
@@ -950,6 +949,81 @@ fn write_fast(
 
 // ------------------------------------------------------------------------------------------------ rebuild
 
+/// The validated header of every retained object of every fast-tier stream, with its key: one LIST and
+/// one ranged GET per object for the whole run, however many partitions are rebuilt. Objects deleted
+/// after the LIST are left out; an unreadable header, a stream whose hash chain or incarnation order is
+/// broken, is [`Error::Corrupt`] naming the key.
+async fn fast_headers(stores: &Stores) -> Result<Vec<(Arc<str>, Arc<WalHeader>)>> {
+    let mut out = Vec::new();
+    for s in list_streams(&stores.wal, &stores.wal_prefix).await? {
+        let Some((_, objects)) = stream_objects(&stores.wal, &stores.wal_prefix, s.broker_id).await? else { continue };
+        let mut prev: Option<Arc<WalHeader>> = None;
+        for o in objects {
+            let Some(h) = o.header else {
+                return Err(Error::corrupt(&o.key, o.error.unwrap_or_else(|| "unreadable header".into())));
+            };
+            if let Some(p) = prev.filter(|p| p.stamp.seq + 1 == h.stamp.seq) {
+                if h.stamp.prev_header_crc != p.header_crc || h.stamp.incarnation < p.stamp.incarnation {
+                    return Err(Error::corrupt(
+                        &o.key,
+                        format!(
+                            "wal stream of broker {}: seq={} does not follow seq={} (hash chain or incarnation order)",
+                            h.stamp.broker_id, h.stamp.seq, p.stamp.seq
+                        ),
+                    ));
+                }
+            }
+            prev = Some(h.clone());
+            out.push((Arc::from(o.key.as_str()), h));
+        }
+    }
+    Ok(out)
+}
+
+/// The fast-tier ranges of the partitions being rebuilt, from one scan of the fast tier
+/// ([`fast_headers`]), each partition's sorted as `partition_ranges` sorts them.
+struct FastRanges(std::collections::HashMap<(TopicId, i32), Vec<RangeRef>>);
+
+impl FastRanges {
+    async fn scan(stores: &Stores, targets: &[Target]) -> Result<FastRanges> {
+        let wanted: std::collections::HashSet<(TopicId, i32)> =
+            targets.iter().filter_map(|t| Some((parse_topic_id(&t.topic_id)?, t.partition))).collect();
+        let mut map: std::collections::HashMap<(TopicId, i32), Vec<RangeRef>> = Default::default();
+        for (key, h) in fast_headers(stores).await? {
+            for e in h.entries.iter().filter(|e| wanted.contains(&(e.topic_id, e.partition))) {
+                map.entry((e.topic_id, e.partition)).or_default().push(RangeRef {
+                    broker_id: h.stamp.broker_id,
+                    seq: h.stamp.seq,
+                    key: key.clone(),
+                    entry: *e,
+                    incarnation: h.stamp.incarnation,
+                    created_unix_ms: h.stamp.created_unix_ms,
+                    header: h.clone(),
+                });
+            }
+        }
+        for v in map.values_mut() {
+            v.sort_by_key(|r| (r.entry.first_offset, r.broker_id, r.seq));
+        }
+        Ok(FastRanges(map))
+    }
+
+    /// The ranges of `t`, scanning the fast tier first if `fast` holds no scan (yet, or any more).
+    async fn of_target(
+        fast: &mut Option<FastRanges>,
+        stores: &Stores,
+        targets: &[Target],
+        t: &Target,
+    ) -> Result<Vec<RangeRef>> {
+        let id = parse_topic_id(&t.topic_id)
+            .ok_or_else(|| Error::config("--topic-id", format!("value={:?} is not a Kafka topic id", t.topic_id)))?;
+        if fast.is_none() {
+            *fast = Some(FastRanges::scan(stores, targets).await?);
+        }
+        Ok(fast.as_ref().and_then(|f| f.0.get(&(id, t.partition))).cloned().unwrap_or_default())
+    }
+}
+
 /// The partitions of `topic` (id `topic_id`) that the tiers hold anything of: directories in the slow
 /// tier, ranges in any retained WAL object.
 pub async fn tiered_partitions(stores: &Stores, topic: &str, topic_id: &str) -> Result<Vec<i32>> {
@@ -962,11 +1036,8 @@ pub async fn tiered_partitions(stores: &Stores, topic: &str, topic_id: &str) -> 
             parts.insert(p);
         }
     }
-    for s in list_streams(&stores.wal, &stores.wal_prefix).await? {
-        let Some((_, objects)) = stream_objects(&stores.wal, &stores.wal_prefix, s.broker_id).await? else { continue };
-        for h in objects.iter().filter_map(|o| o.header.as_ref()) {
-            parts.extend(h.entries.iter().filter(|e| e.topic_id == id).map(|e| e.partition));
-        }
+    for (_, h) in fast_headers(stores).await? {
+        parts.extend(h.entries.iter().filter(|e| e.topic_id == id).map(|e| e.partition));
     }
     Ok(parts.into_iter().collect())
 }
@@ -1020,13 +1091,19 @@ pub async fn rebuild(
         checkpoint_entries_removed: 0,
         seconds: 0.0,
     };
+    let mut fast: Option<FastRanges> = None;
     for t in targets {
         let mut attempt = 1;
         let r = loop {
-            match rebuild_partition(stores, t, opts, progress.clone(), &mut report).await {
+            let r = match FastRanges::of_target(&mut fast, stores, targets, t).await {
+                Ok(ranges) => rebuild_partition(stores, t, ranges, opts, progress.clone(), &mut report).await,
+                Err(e) => Err(e),
+            };
+            match r {
                 Err(e) if attempt < ATTEMPTS && e.is_not_found() => {
                     eprintln!("rebuild of {}-{} raced with a deletion ({e}); again", t.topic, t.partition);
                     attempt += 1;
+                    fast = None;
                 }
                 r => break r,
             }
@@ -1047,6 +1124,7 @@ pub async fn rebuild(
 async fn rebuild_partition(
     stores: &Stores,
     t: &Target,
+    ranges: Vec<RangeRef>,
     opts: &RebuildOptions,
     progress: Arc<dyn Progress>,
     run: &mut RebuildReport,
@@ -1055,7 +1133,7 @@ async fn rebuild_partition(
     let name = format!("{}-{}", t.topic, t.partition);
     let final_dir = opts.log_dir.join(&name);
     progress.phase(&name, "planning");
-    let view = load_view(stores, t).await?;
+    let view = load_view(stores, t, ranges).await?;
     let (Some(tier_first), Some(tier_last)) = (view.first_offset(), view.last_offset()) else {
         return Err(Error::config(
             "--partition",

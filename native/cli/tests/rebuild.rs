@@ -585,3 +585,26 @@ async fn progress_counts_every_byte() {
     assert_eq!(c.wrote.load(Ordering::Relaxed), r.bytes());
     assert_eq!(c.planned.load(Ordering::Relaxed), r.bytes());
 }
+
+#[tokio::test]
+async fn several_partitions_in_one_run() {
+    let s = scenario(Faults::default()).await;
+    let mut targets = s.target();
+    // orders-1 exists only in the fast tier, from offset 0: restored from there.
+    targets.push(Target { topic: TOPIC.into(), partition: 1, topic_id: TOPIC_ID.into() });
+    let r = rebuild(&s.stores, &targets, &s.opts(StartAt::Offset(0)), Arc::new(Quiet)).await.unwrap();
+    assert!(r.ok(), "{}", r.summary());
+    assert_eq!(
+        r.partitions.iter().map(|p| (p.partition, p.first_offset, p.log_end_offset)).collect::<Vec<_>>(),
+        vec![(0, 0, LAST + 1), (1, 0, 1)]
+    );
+    let one = tree(&s.log_dir.join("orders-1"));
+    assert_eq!(one[&seg(0, "log")], batch(0, 0, 1, b"other partition"));
+    assert_eq!(text(&one["leader-epoch-checkpoint"]), "0\n1\n0 0\n");
+    assert_eq!(text(&tree(&s.log_dir)["replication-offset-checkpoint"]), "0\n2\norders 0 0\norders 1 0\n");
+    assert!(
+        r.summary().contains("rebuilt 2 partition(s)") && r.summary().contains("orders-1 0..=0"),
+        "{}",
+        r.summary()
+    );
+}
