@@ -17,7 +17,7 @@ import pytest
 
 from harness import wait_until
 from harness.cli import cli_json, verify_partition
-from harness.workload import ContinuousProducer, assert_nothing_lost, elect_preferred
+from harness.workload import ContinuousProducer, assert_nothing_lost, elect_preferred, kill_leader_and_restart
 from harness.data import produce_transactional
 from harness.jmx import Jmx
 from harness.tiering import tiered_config
@@ -202,22 +202,7 @@ def test_leadership_moves_continue_the_partition(kc, s3_server):
     kc.create_topic(topic, parts, config=fast_topic_config())
     prod = ContinuousProducer(kc, topic, parts, "none", rate=1500).start()
     time.sleep(6)
-    victim = kc.leader_of(topic, 0)
-    kc.kill_broker(victim)  # kill -9 in the middle of uploads
-    kc._reset_admin()  # the admin client may have been talking to the killed node (it is also a controller)
-
-    def moved() -> bool:
-        try:
-            return kc.leader_of(topic, 0) not in (victim, -1)
-        except Exception:
-            kc._reset_admin()
-            return False
-
-    wait_until(moved, 90, 1.0, "a new leader")
-    time.sleep(8)
-    kc.start_broker(victim)
-    kc._reset_admin()
-    kc.wait_for_isr(topic, size=3, timeout=180)
+    victim = kill_leader_and_restart(kc, topic, 0)  # kill -9 in the middle of uploads
     time.sleep(3)
     elect_preferred(kc, topic, parts)
     time.sleep(6)

@@ -19,7 +19,7 @@ import pytest
 from harness import wait_until
 from harness.data import consume_all, produce, assert_same
 from harness.jmx import Jmx
-from harness.workload import ContinuousProducer, assert_nothing_lost, elect_preferred
+from harness.workload import ContinuousProducer, assert_nothing_lost, elect_preferred, kill_leader_and_restart
 from harness.zones import Zones, bed_support, bed_with_s3
 
 _ok, _why = bed_support()
@@ -150,20 +150,42 @@ def isr_sizes(kc, topic: str) -> dict[int, int]:
     return {p: len(s["isr"]) for p, s in kc.partition_state(topic).items()}
 
 
+LOADED_PARTITIONS = 6
+
+
+def loaded_fast_cluster(bed, make_cluster, topic: str):
+    """A fast-replication cluster with `topic` (6 partitions, two led in each zone) under continuous acks=all
+    produce (~0.8 MB/s), once the fast path carries its replication. Returns (cluster, s3, producer)."""
+    z, s3 = bed
+    kc = make_cluster(3, version=VERSION, plugin=True, s3=s3, zones=z, name=f"zones-{topic}", rsm_config=FAST_RSM,
+                      fast_replication=True, jmx=True)
+    kc.create_topic(topic, config={"remote.storage.enable": "true", "min.insync.replicas": 2},
+                    replica_assignment=ASSIGNMENT[:LOADED_PARTITIONS])
+    kc.wait_for_isr(topic, 3)
+    prod = ContinuousProducer(kc, topic, LOADED_PARTITIONS, rate=800, value_size=1000, linger_ms=20).start()
+    wait_until(lambda: sum(fast_metric(kc, "replication-fast-bytes-total").values()) > 1_000_000, 60, 2.0,
+               "the fast path to carry replication")
+    return kc, s3, prod
+
+
+def fast_path_then_stop(kc, prod, topic: str, what: str):
+    """Waits until another MB of replication came from the fast tier, stops the producer, and checks that the
+    replicas are identical and every acknowledged record reads back. Returns what was acknowledged."""
+    fast_after = sum(fast_metric(kc, "replication-fast-bytes-total").values())
+    wait_until(lambda: sum(fast_metric(kc, "replication-fast-bytes-total").values()) > fast_after + 1_000_000, 90, 2.0,
+               what)
+    acked = prod.stop()
+    wait_identical(kc, topic, partitions=LOADED_PARTITIONS)
+    assert_nothing_lost(kc, topic, LOADED_PARTITIONS, acked)
+    return acked
+
+
 def test_s3_outage_falls_back_to_the_leader_and_back(bed, make_cluster):
     """S3 down mid-run: followers fetch from the leaders within seconds, acks=all produce goes on, the ISR
     stays whole; S3 back: the fast path resumes. Nothing acknowledged is lost, replicas end identical."""
-    z, s3 = bed
-    kc = make_cluster(3, version=VERSION, plugin=True, s3=s3, zones=z, name="zones-outage", rsm_config=FAST_RSM,
-                      fast_replication=True, jmx=True)
-    topic, parts = "outage", 6
-    kc.create_topic(topic, config={"remote.storage.enable": "true", "min.insync.replicas": 2},
-                    replica_assignment=ASSIGNMENT[:parts])
-    kc.wait_for_isr(topic, 3)
-    prod = ContinuousProducer(kc, topic, parts, rate=800, value_size=1000, linger_ms=20).start()
+    kc, s3, prod = loaded_fast_cluster(bed, make_cluster, "outage")
+    topic, parts = "outage", LOADED_PARTITIONS
     try:
-        wait_until(lambda: sum(fast_metric(kc, "replication-fast-bytes-total").values()) > 1_000_000, 60, 2.0,
-                   "the fast path to carry replication")
         before = prod.acked.count()
         s3.kill()
         t_down = time.monotonic()
@@ -183,52 +205,19 @@ def test_s3_outage_falls_back_to_the_leader_and_back(bed, make_cluster):
         assert leader_bytes_down > 500_000, "followers did not fetch from the leaders during the outage"
     finally:
         s3.start()
-    fast_after = sum(fast_metric(kc, "replication-fast-bytes-total").values())
-    wait_until(lambda: sum(fast_metric(kc, "replication-fast-bytes-total").values()) > fast_after + 1_000_000, 90, 2.0,
-               "the fast path to resume after S3 came back")
-    acked = prod.stop()
-    wait_identical(kc, topic, partitions=parts)
-    assert_nothing_lost(kc, topic, parts, acked)
+    acked = fast_path_then_stop(kc, prod, topic, "the fast path to resume after S3 came back")
     assert all(n == 3 for n in isr_sizes(kc, topic).values()), kc.partition_state(topic)
 
 
 def test_leader_kill_and_preferred_election(bed, make_cluster):
     """kill -9 of a leader and a preferred-leader election mid-run: no acknowledged record lost, replicas end
     identical (no divergence), and the fast path carries replication again under the new leaders."""
-    z, s3 = bed
-    kc = make_cluster(3, version=VERSION, plugin=True, s3=s3, zones=z, name="zones-moves", rsm_config=FAST_RSM,
-                      fast_replication=True, jmx=True)
-    topic, parts = "moves", 6
-    kc.create_topic(topic, config={"remote.storage.enable": "true", "min.insync.replicas": 2},
-                    replica_assignment=ASSIGNMENT[:parts])
-    kc.wait_for_isr(topic, 3)
-    prod = ContinuousProducer(kc, topic, parts, rate=800, value_size=1000, linger_ms=20).start()
-    wait_until(lambda: sum(fast_metric(kc, "replication-fast-bytes-total").values()) > 1_000_000, 60, 2.0,
-               "the fast path to carry replication")
-    victim = kc.leader_of(topic, 0)
-    kc.kill_broker(victim)
-    kc._reset_admin()
-
-    def moved() -> bool:
-        try:
-            return kc.leader_of(topic, 0) not in (victim, -1)
-        except Exception:
-            kc._reset_admin()
-            return False
-
-    wait_until(moved, 90, 1.0, "a new leader")
-    time.sleep(8)
-    kc.start_broker(victim)
-    kc._reset_admin()
-    kc.wait_for_isr(topic, size=3, timeout=180)
+    kc, _, prod = loaded_fast_cluster(bed, make_cluster, "moves")
+    topic, parts = "moves", LOADED_PARTITIONS
+    victim = kill_leader_and_restart(kc, topic, 0)
     elect_preferred(kc, topic, parts)
     wait_until(lambda: all(kc.leader_of(topic, p) == ASSIGNMENT[p][0] for p in range(parts)), 60, 1.0,
                "the preferred leaders to lead again")
-    fast_after = sum(fast_metric(kc, "replication-fast-bytes-total").values())
-    wait_until(lambda: sum(fast_metric(kc, "replication-fast-bytes-total").values()) > fast_after + 1_000_000, 90, 2.0,
-               "the fast path to carry replication under the new leaders")
-    acked = prod.stop()
-    wait_identical(kc, topic, partitions=parts)
-    assert_nothing_lost(kc, topic, parts, acked)
+    acked = fast_path_then_stop(kc, prod, topic, "the fast path to carry replication under the new leaders")
     print(f"\n[zones-moves] broker {victim} killed and back, preferred leaders elected; {len(acked.records)} acked "
           f"records read back; replicas identical")

@@ -129,3 +129,27 @@ def _election_file(kc, topic: str, partitions: int) -> str:
     path = kc.base_dir / f"elect-{topic}.json"
     path.write_text(json.dumps({"partitions": [{"topic": topic, "partition": p} for p in range(partitions)]}))
     return str(path)
+
+
+def kill_leader_and_restart(kc, topic: str, partition: int, down_s: float = 8.0) -> int:
+    """kill -9 the leader of the partition, wait for another leader, keep it down `down_s` seconds, restart it
+    and wait until the topic's ISR is whole again. Returns the killed broker."""
+    from .procs import wait_until
+
+    victim = kc.leader_of(topic, partition)
+    kc.kill_broker(victim)
+    kc._reset_admin()  # the admin client may have been talking to the killed node (it is also a controller)
+
+    def moved() -> bool:
+        try:
+            return kc.leader_of(topic, partition) not in (victim, -1)
+        except Exception:
+            kc._reset_admin()
+            return False
+
+    wait_until(moved, 90, 1.0, "a new leader")
+    time.sleep(down_s)
+    kc.start_broker(victim)
+    kc._reset_admin()
+    kc.wait_for_isr(topic, size=3, timeout=180)
+    return victim
