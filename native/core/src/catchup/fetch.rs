@@ -430,6 +430,15 @@ impl Session {
             }
             if before != Mode::Fast && next == Mode::Fast {
                 part.reported = None; // the leader must hear the offset from this connection first
+                if part.cooldown_until.take().is_some() {
+                    info!(
+                        leader = self.route.broker_id,
+                        topic_id = %topic_id_string(&w.tp.0),
+                        partition = w.tp.1,
+                        fetch_offset = w.fp.fetch_offset,
+                        "fast replication: partition back on the fast tier"
+                    );
+                }
             }
             part.mode = next;
         }

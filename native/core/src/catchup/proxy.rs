@@ -122,6 +122,7 @@ impl FastReplication {
             listeners.push(tokio::spawn(accept_loop(listener, leader.clone(), ctx.clone(), shutdown.subscribe())));
             leaders.push(leader);
         }
+        listeners.push(tokio::spawn(log_summaries(ctx.clone(), leaders.clone(), shutdown.subscribe())));
         Ok(FastReplication { ctx, leaders, listeners, shutdown, wal: wal.clone() })
     }
 
@@ -193,6 +194,39 @@ impl FastReplication {
 impl Drop for FastReplication {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// How often the proxy logs what it does (partitions per source, fallbacks), at INFO.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+async fn log_summaries(ctx: Arc<Ctx>, leaders: Vec<Arc<Leader>>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SUMMARY_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        for l in &leaders {
+            let stream = l.stream.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let Some(stream) = stream else { continue };
+            let (fast, leader, fast_bytes, leader_bytes, fallbacks) = {
+                let st = ctx.status.lock().unwrap_or_else(|e| e.into_inner());
+                st.iter().filter(|((id, _), _)| *id == l.route.broker_id).fold((0, 0, 0, 0, 0), |a, (_, s)| {
+                    let fast = usize::from(s.source == "fast");
+                    (a.0 + fast, a.1 + 1 - fast, a.2 + s.fast_bytes, a.3 + s.leader_bytes, a.4 + s.fallbacks)
+                })
+            };
+            info!(
+                leader = %l.route.peer,
+                stream = ?stream.health(),
+                partitions_fast = fast,
+                partitions_leader = leader,
+                fast_bytes,
+                leader_bytes,
+                fallbacks,
+                "fast replication: summary"
+            );
+        }
     }
 }
 
