@@ -408,6 +408,19 @@ pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_metrics<'l>(
 }
 
 #[no_mangle]
+pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_replicationPartitions<'l>(
+    mut env: JNIEnv<'l>,
+    _c: JClass<'l>,
+    engine: jlong,
+) -> jobjectArray {
+    guard(&mut env, std::ptr::null_mut(), |env| {
+        let eng = handles::engine(engine)?;
+        let rows = eng.catchup().map(|c| c.partition_rows()).unwrap_or_default();
+        new_string_array(env, &rows)
+    })
+}
+
+#[no_mangle]
 pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_drainLogs<'l>(
     mut env: JNIEnv<'l>,
     _c: JClass<'l>,

@@ -160,6 +160,20 @@ impl FastReplication {
         }
     }
 
+    /// One row per followed partition, `leader|topic_id|partition|source|fast_bytes|leader_bytes|fallbacks`
+    /// (for per-partition metrics; `source` is `fast` or `leader`).
+    pub fn partition_rows(&self) -> Vec<String> {
+        let st = self.ctx.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<String> = st
+            .iter()
+            .map(|((leader, (t, p)), s)| {
+                format!("{leader}|{}|{p}|{}|{}|{}|{}", topic_id_string(t), s.source, s.fast_bytes, s.leader_bytes, s.fallbacks)
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
     /// Listeners, leader streams and per-partition sources, as JSON.
     pub fn status(&self) -> serde_json::Value {
         let leaders: Vec<_> = self

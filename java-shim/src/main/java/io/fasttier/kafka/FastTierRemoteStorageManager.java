@@ -62,6 +62,11 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
     // guarded by metricsLock
     private PluginMetrics pluginMetrics;
     private boolean metricsRegistered;
+    /** Per-partition metrics of replication through the fast tier, refreshed by {@link #replicationTimer}. */
+    private ReplicationMetrics replicationMetrics;
+    private java.util.concurrent.ScheduledExecutorService replicationTimer;
+    /** Whether {@code replication.fast.enable} is set. */
+    private volatile boolean fastReplication;
     private final NativeMetrics nativeMetrics = new NativeMetrics(this::readMetrics);
 
     /** Segment coordinates as the native side wants them. */
@@ -115,6 +120,7 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             settings.put(e.getKey(), v instanceof Password ? ((Password) v).value() : String.valueOf(v));
         }
         String libraryPath = settings.remove(NativeLibraryLoader.CONFIG_KEY);
+        fastReplication = "true".equalsIgnoreCase(settings.getOrDefault("replication.fast.enable", "false").trim());
         String[] keys = settings.keySet().toArray(new String[0]);
         String[] values = settings.values().toArray(new String[0]);
 
@@ -186,6 +192,41 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             } catch (NativeException | UnsatisfiedLinkError e) {
                 LOG.warn("fasttier: native metrics unavailable: {}", e.getMessage());
             }
+            if (fastReplication) {
+                replicationMetrics = new ReplicationMetrics(pluginMetrics, this::readReplicationRows);
+                replicationTimer = java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
+                    Thread t = new Thread(r, "fasttier-replication-metrics");
+                    t.setDaemon(true);
+                    return t;
+                });
+                ReplicationMetrics rm = replicationMetrics;
+                replicationTimer.scheduleWithFixedDelay(() -> {
+                    try {
+                        rm.refresh();
+                    } catch (RuntimeException | LinkageError e) {
+                        LOG.warn("fasttier: refreshing replication metrics failed: {}", e.toString());
+                    }
+                }, 0, REPLICATION_METRICS_REFRESH_MS, java.util.concurrent.TimeUnit.MILLISECONDS);
+                LOG.info("fasttier: per-partition replication metrics every {} ms", REPLICATION_METRICS_REFRESH_MS);
+            }
+        }
+    }
+
+    /** How often the per-partition replication metrics are refreshed. */
+    static final long REPLICATION_METRICS_REFRESH_MS = 15_000;
+
+    /** Native per-partition replication rows, or null if the engine is closed or busy closing. Never blocks. */
+    private String[] readReplicationRows() {
+        if (!lock.readLock().tryLock()) {
+            return null;
+        }
+        try {
+            if (closed || !configured) {
+                return null;
+            }
+            return NativeBridge.replicationPartitions(engine);
+        } finally {
+            lock.readLock().unlock();
         }
     }
 
@@ -382,6 +423,16 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             wasConfigured = configured;
         } finally {
             lock.writeLock().unlock();
+        }
+        synchronized (metricsLock) {
+            if (replicationTimer != null) {
+                replicationTimer.shutdownNow();
+                replicationTimer = null;
+            }
+            if (replicationMetrics != null) {
+                replicationMetrics.close();
+                replicationMetrics = null;
+            }
         }
         try {
             if (handle != 0) {

@@ -90,6 +90,13 @@ public final class NativeBridge {
     /** Current metric values, in {@link #metricDescriptors} order. */
     public static native long[] metrics(long engine);
 
+    /**
+     * Replication through the fast tier: one row per followed partition,
+     * "leader|topicId|partition|source|fastBytes|leaderBytes|fallbacks" (source "fast" or "leader"); empty when
+     * {@code replication.fast.enable} is off.
+     */
+    public static native String[] replicationPartitions(long engine);
+
     // ---- fast tier (relayed from fasttier's RemoteLogMetadataManager by FastTierRegistry) ----
     // Partitions are parallel arrays: topic names, topic ids (Uuid.toString()) and partition numbers. Each call
     // only records the change and wakes the uploader, so it returns at once. With wal.enable=false they do nothing.
