@@ -217,6 +217,11 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
 
     /** Native per-partition replication rows, or null if the engine is closed or busy closing. Never blocks. */
     private String[] readReplicationRows() {
+        return whileOpen(() -> NativeBridge.replicationPartitions(engine));
+    }
+
+    /** {@code read}'s result while the engine is open; null if it is closed or busy closing. Never blocks. */
+    private <T> T whileOpen(java.util.function.Supplier<T> read) {
         if (!lock.readLock().tryLock()) {
             return null;
         }
@@ -224,7 +229,7 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             if (closed || !configured) {
                 return null;
             }
-            return NativeBridge.replicationPartitions(engine);
+            return read.get();
         } finally {
             lock.readLock().unlock();
         }
@@ -232,17 +237,7 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
 
     /** Current native metric values, or null if the engine is closed or busy closing. Never blocks. */
     private long[] readMetrics() {
-        if (!lock.readLock().tryLock()) {
-            return null;
-        }
-        try {
-            if (closed || !configured) {
-                return null;
-            }
-            return NativeBridge.metrics(engine);
-        } finally {
-            lock.readLock().unlock();
-        }
+        return whileOpen(() -> NativeBridge.metrics(engine));
     }
 
     @Override
