@@ -85,7 +85,8 @@ pub struct ReplicationConfig {
     pub retry: Duration,
     /// How often a leader's stream is polled for its next object.
     pub poll: Duration,
-    /// Memory for fast-tier data kept for followers, per leader followed.
+    /// Memory for fast-tier data kept for followers, shared by the leaders followed (an equal share each, at
+    /// least [`MIN_CACHE_PER_LEADER`]).
     pub cache_bytes: u64,
     /// Objects before a stream's tail read when following starts.
     pub lookback_objects: u64,
@@ -97,7 +98,15 @@ pub struct ReplicationConfig {
     pub report_interval: Duration,
 }
 
+/// The least memory for fast-tier data the proxy keeps per leader, whatever `replication.fast.cache.bytes`.
+pub const MIN_CACHE_PER_LEADER: u64 = 8 * MIB;
+
 impl ReplicationConfig {
+    /// Each followed leader's share of `cache_bytes` when `leaders` are followed.
+    pub fn cache_per_leader(&self, leaders: usize) -> u64 {
+        (self.cache_bytes / leaders.max(1) as u64).max(MIN_CACHE_PER_LEADER)
+    }
+
     /// Where the proxy for `leader` listens.
     pub fn listen_addr(&self, leader: &BrokerEndpoint) -> String {
         format!("{}:{}", self.bind.replace("{id}", &leader.id.to_string()), leader.port)
@@ -309,8 +318,8 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "replication.fast.poll.ms", default: "50", doc: "how often a leader's stream is polled; 5..10000" },
     KeyDoc {
         key: "replication.fast.cache.bytes",
-        default: "67108864",
-        doc: "fast-tier data kept for followers, per leader; 1 MiB..16 GiB",
+        default: "134217728",
+        doc: "fast-tier data kept for followers, shared by the leaders followed (≥ 8 MiB each); 1 MiB..64 GiB",
     },
     KeyDoc {
         key: "replication.fast.lookback.objects",
@@ -507,7 +516,7 @@ fn replication_config(r: &Reader) -> Result<ReplicationConfig> {
         max_lag: Duration::from_millis(r.u64("replication.fast.max.lag.ms", 3_000, 100, 600_000)?),
         retry: r.ms("replication.fast.retry.ms", 10_000)?,
         poll: Duration::from_millis(r.u64("replication.fast.poll.ms", 50, 5, 10_000)?),
-        cache_bytes: r.u64("replication.fast.cache.bytes", 64 * MIB, MIB, 16 * 1024 * MIB)?,
+        cache_bytes: r.u64("replication.fast.cache.bytes", 128 * MIB, MIB, 64 * 1024 * MIB)?,
         lookback_objects: r.u64("replication.fast.lookback.objects", 16, 0, 10_000)?,
         report_margin: Duration::from_millis(r.u64("replication.fast.report.margin.ms", 50, 0, 10_000)?),
         keepalive: Duration::from_millis(r.u64("replication.fast.keepalive.ms", 5_000, 100, 60_000)?),

@@ -97,7 +97,7 @@ impl FastReplication {
         let settings = FollowSettings {
             prefix: wal.prefix.clone(),
             poll: cfg.poll,
-            cache_bytes: cfg.cache_bytes,
+            cache_bytes: cfg.cache_per_leader(cfg.brokers.iter().filter(|b| b.id != self_id).count()),
             lookback_objects: cfg.lookback_objects,
         };
         let mut leaders = Vec::new();
