@@ -17,7 +17,9 @@ import pytest
 
 from harness import wait_until
 from harness.cli import cli_json, verify_partition
-from harness.workload import ContinuousProducer, assert_nothing_lost, elect_preferred, kill_leader_and_restart
+from harness.workload import (
+    ContinuousProducer, assert_nothing_lost, elect_preferred, high_watermarks, kill_leader_and_restart,
+)
 from harness.data import produce_transactional
 from harness.jmx import Jmx
 from harness.tiering import tiered_config
