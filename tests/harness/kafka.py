@@ -832,10 +832,20 @@ class KafkaCluster:
         """confluent_kafka TopicDescription: .topic_id, .partitions[i].leader/.replicas/.isr (Nodes)."""
         from confluent_kafka import TopicCollection
 
-        return self._admin_call(
-            lambda: self.admin().describe_topics(TopicCollection([name]), request_timeout=timeout)[name].result(timeout),
-            f"describe topic {name}", 60,
-        )
+        from confluent_kafka import KafkaException
+
+        def call():
+            return self.admin().describe_topics(TopicCollection([name]), request_timeout=timeout)[name].result(timeout)
+
+        # a topic created a moment ago may not be in the metadata of the broker asked yet
+        settle = time.monotonic() + 10
+        while True:
+            try:
+                return self._admin_call(call, f"describe topic {name}", 60)
+            except KafkaException as e:
+                if "UNKNOWN_TOPIC_OR_PART" not in str(e) or time.monotonic() > settle:
+                    raise
+                time.sleep(0.5)
 
     def topic_id(self, name: str) -> str:
         """The topic id in Kafka's base64url form (as in partition.metadata and Uuid.toString()).
