@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::fetch::{is_replica_fetch, Ctx, Route, Session};
-use super::follow::{FollowSettings, LeaderStream};
+use super::follow::{FollowSettings, LeaderStream, Tp};
 use super::upstream::Upstream;
 use super::wire::{
     decode_request, decode_response, encode_response, peek_request, read_frame, write_frame, API_VERSIONS, FETCH,
@@ -130,9 +130,11 @@ impl FastReplication {
     /// here now. Those the fast tier's topic rules select are expected in their leaders' streams: their
     /// followers wait for the fast tier rather than fetch from the leader while it has nothing of them yet.
     pub fn leadership(&self, leaders: &[PartitionInfo], followers: &[PartitionInfo]) -> Result<()> {
+        let led = decode_tps(leaders)?;
+        self.forget(&led);
         let mut f = self.ctx.followed.lock().unwrap_or_else(|e| e.into_inner());
-        for p in leaders {
-            f.remove(&(parse_topic_id(&p.topic_id)?, p.partition));
+        for tp in &led {
+            f.remove(tp);
         }
         for p in followers.iter().filter(|p| self.wal.topic_selected(&p.topic)) {
             f.insert((parse_topic_id(&p.topic_id)?, p.partition));
@@ -142,11 +144,20 @@ impl FastReplication {
 
     /// Kafka's `onStopPartitions`.
     pub fn stop_partitions(&self, partitions: &[PartitionInfo]) -> Result<()> {
+        let stopped = decode_tps(partitions)?;
+        self.forget(&stopped);
         let mut f = self.ctx.followed.lock().unwrap_or_else(|e| e.into_inner());
-        for p in partitions {
-            f.remove(&(parse_topic_id(&p.topic_id)?, p.partition));
+        for tp in &stopped {
+            f.remove(tp);
         }
         Ok(())
+    }
+
+    /// Drops the status of partitions no longer followed here (led here now, deleted or moved away), so it
+    /// does not grow with every partition ever followed.
+    fn forget(&self, tps: &[Tp]) {
+        let mut st = self.ctx.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.retain(|(_, tp), _| !tps.contains(tp));
     }
 
     /// Stops listening, closes every connection and stops following the leaders' streams.
@@ -209,6 +220,10 @@ impl Drop for FastReplication {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+fn decode_tps(parts: &[PartitionInfo]) -> Result<Vec<Tp>> {
+    parts.iter().map(|p| Ok((parse_topic_id(&p.topic_id)?, p.partition))).collect()
 }
 
 /// How often the proxy logs what it does (partitions per source, fallbacks), at INFO.

@@ -472,3 +472,33 @@ async fn a_taken_listen_address_is_a_config_error_naming_the_key() {
     assert!(e.to_string().contains("broker id=7"), "{e}");
     drop(taken);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_kafka_says_are_in_the_fast_tier_wait_for_it_and_their_status_is_dropped_when_stopped() {
+    let mut b = bed(5, 10_000).await;
+    let info = crate::fast::PartitionInfo {
+        topic: "orders".into(),
+        topic_id: crate::wal::format::topic_id_string(TOPIC.as_bytes()),
+        partition: 1,
+    };
+    b.proxy.leadership(&[], std::slice::from_ref(&info)).unwrap();
+    let mut f = Follower::connect(b.proxy_addr, 5).await;
+    f.fetch(1).await; // nothing anywhere yet; starts following the leader's stream
+    // the leader has data the fast tier gets a moment later, while the follower's fetch waits
+    let batches = b.leader.append(1, 5, 1);
+    let upload = async {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        b.stream.upload(1, 0, 5, &batches).await;
+    };
+    let ((), _) = tokio::join!(upload, f.fetch(1));
+    f.fetch_until(1, 5, Duration::from_secs(10)).await;
+    assert_eq!(f.log, b.leader.log_bytes(1));
+    // a partition of the fast tier is not fetched from the leader while its stream has nothing of it yet
+    assert_eq!(b.metrics.get(Metric::ReplLeaderBytes), 0);
+    assert_eq!(b.metrics.get(Metric::ReplFastBytes) as usize, f.log.len());
+    assert_eq!(b.proxy.partition_rows().len(), 1, "{:?}", b.proxy.partition_rows());
+    assert!(b.proxy.partition_rows()[0].starts_with("7|"), "{:?}", b.proxy.partition_rows());
+    b.proxy.stop_partitions(std::slice::from_ref(&info)).unwrap();
+    assert!(b.proxy.partition_rows().is_empty());
+    b.proxy.close();
+}
