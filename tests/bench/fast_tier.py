@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -39,6 +38,9 @@ sys.path.insert(0, str(HERE))
 from harness import KafkaCluster, S3Server  # noqa: E402
 from harness.jmx import Jmx  # noqa: E402
 from bench import _md, load_note, machine, proc_cpu, target_dir  # noqa: E402
+from plugin_pin import pin_plugin  # noqa: E402
+from ratelimited import produce_at_rate  # noqa: E402
+from s3costs import PRICES, bucket_delta, minio_buckets  # noqa: E402
 
 MIB = 1 << 20
 SLOW_BUCKET = "fbench-slow"
@@ -49,21 +51,6 @@ VALUE_BYTES = 4096
 UPLOAD_INTERVAL_MS = 250  # the plugin's default wal.upload.interval.ms (stated, not set)
 LAG_BUCKETS = [100, 250, 500, 1000, 2500, 5000, 10000]  # wal-upload-lag-le-<N>ms
 
-# S3 Express One Zone, US East (N. Virginia), as in the AWS S3 FAQ's S3 Express One Zone pricing examples
-# (prices in effect since the 10 April 2025 reduction; checked 2026-11-25). PUT-class: PUT, COPY, POST, LIST;
-# GET-class: GET, HEAD and all other requests; DELETE free; upload/retrieval charged per GB transferred.
-PRICES = {
-    "source": "AWS S3 FAQ (S3 Express One Zone pricing examples), us-east-1, prices since 2025-04-10; "
-              "checked 2026-11-25",
-    "put_per_1000": 0.00113,
-    "get_per_1000": 0.00003,
-    "upload_per_gb": 0.0032,
-    "retrieval_per_gb": 0.0006,
-    "storage_per_gb_month": 0.11,
-}
-PUT_CLASS = {"putobject", "copyobject", "listobjectsv2", "listobjectsv1", "listobjects", "newmultipartupload",
-             "putobjectpart", "completemultipartupload", "postpolicybucket"}
-FREE = {"deleteobject", "deletemultipleobjects", "abortmultipartupload"}
 
 
 def log(msg: str) -> None:
@@ -85,57 +72,7 @@ def produce_main(a) -> int:
         "queue.buffering.max.kbytes": 128 * 1024,
         "log_level": 3,
     })
-    pool = [os.urandom(a.value_bytes) for _ in range(256)]
-    rate = a.rate * 1e6
-    delivered = [0, 0]  # messages, bytes
-    errors: list[str] = []
-    lat: list[float] = []
-
-    def cb(err, msg):
-        if err is not None:
-            if len(errors) < 5:
-                errors.append(str(err))
-            return
-        delivered[0] += 1
-        delivered[1] += len(msg.value())
-        if delivered[0] % 4 == 0:
-            lat.append(msg.latency())
-
-    sent = 0
-    i = 0
-    buffer_full = 0
-    t0 = time.monotonic()
-    while True:
-        now = time.monotonic()
-        if now - t0 >= a.secs:
-            break
-        due = rate * (now - t0)
-        while sent < due:
-            try:
-                p.produce(TOPIC, value=pool[i % len(pool)], partition=i % a.partitions, on_delivery=cb)
-            except BufferError:
-                buffer_full += 1
-                p.poll(0.01)
-                break
-            sent += a.value_bytes
-            i += 1
-        p.poll(0)
-        time.sleep(0.002)
-    produce_secs = time.monotonic() - t0
-    left = p.flush(120)
-    secs = time.monotonic() - t0
-    lat.sort()
-
-    def pct(q):
-        return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else math.nan
-
-    print(json.dumps({
-        "target_mbps": a.rate, "produce_secs": round(produce_secs, 2), "secs": round(secs, 2),
-        "sent_bytes": sent, "delivered_msgs": delivered[0], "delivered_bytes": delivered[1],
-        "achieved_mbps": round(delivered[1] / 1e6 / secs, 2), "undelivered": left, "errors": errors,
-        "buffer_full": buffer_full, "ack_latency_p50_ms": pct(0.5), "ack_latency_p99_ms": pct(0.99),
-        "cpu_secs": round(time.process_time(), 2),
-    }))
+    print(json.dumps(produce_at_rate(p, TOPIC, a.partitions, a.rate, a.secs, a.value_bytes)))
     return 0
 
 
@@ -182,27 +119,6 @@ def run_native(s3: S3Server, work: Path, results: dict, measure_secs: float) -> 
 
 # ---------------------------------------------------------------------------------------------- kafka
 
-def minio_bucket_metrics(s3: S3Server, bucket: str) -> dict[str, float]:
-    """{"requests:<api>": n, "received_bytes": n, "sent_bytes": n} of one bucket (MinIO's Prometheus v2
-    bucket metrics; MINIO_PROMETHEUS_AUTH_TYPE=public is set before MinIO starts)."""
-    with urllib.request.urlopen(f"{s3.endpoint}/minio/v2/metrics/bucket", timeout=30) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or f'bucket="{bucket}"' not in line:
-            continue
-        name, _, value = line.rpartition(" ")
-        metric = name.split("{", 1)[0]
-        if metric == "minio_bucket_requests_total":
-            api = name.split('api="', 1)[1].split('"', 1)[0]
-            out[f"requests:{api}"] = out.get(f"requests:{api}", 0.0) + float(value)
-        elif metric == "minio_bucket_traffic_received_bytes":
-            out["received_bytes"] = float(value)
-        elif metric == "minio_bucket_traffic_sent_bytes":
-            out["sent_bytes"] = float(value)
-    return out
-
-
 def snapshot(kc: KafkaCluster, jmxs: list[Jmx], s3: S3Server) -> dict:
     """Plugin metrics of every broker (JmxTool JVMs in parallel), MinIO's WAL-bucket metrics, CPU times."""
     res: list[dict] = [{} for _ in jmxs]
@@ -218,7 +134,7 @@ def snapshot(kc: KafkaCluster, jmxs: list[Jmx], s3: S3Server) -> dict:
     return {
         "t": time.monotonic(),
         "plugin": res,
-        "minio": minio_bucket_metrics(s3, WAL_BUCKET),
+        "minio": minio_buckets(s3),
         "broker_cpu": [proc_cpu(n.proc.pid) for n in kc.nodes],
         "minio_cpu": proc_cpu(s3._proc.pid),
     }
@@ -239,9 +155,9 @@ def lag_bound(counts: dict[int, float], total: float, q: float):
 def cost(put_class: float, get_class: float, upload_bytes: float, gb_produced: float) -> dict:
     if gb_produced <= 0:
         return {}
-    put = put_class / 1000 * PRICES["put_per_1000"] / gb_produced
-    get = get_class / 1000 * PRICES["get_per_1000"] / gb_produced
-    upload = upload_bytes / 2**30 * PRICES["upload_per_gb"] / gb_produced
+    put = put_class / 1000 * PRICES["express_put_per_1000"] / gb_produced
+    get = get_class / 1000 * PRICES["express_get_per_1000"] / gb_produced
+    upload = upload_bytes / 2**30 * PRICES["express_upload_per_gb"] / gb_produced
     return {"put_per_gb": put, "get_per_gb": get, "upload_per_gb": upload, "total_per_gb": put + get + upload}
 
 
@@ -292,13 +208,11 @@ def phase(kc: KafkaCluster, jmxs: list[Jmx], s3: S3Server, rate: float, secs: fl
             "wal_behind_ms_after": m(after, b, "wal-behind-ms"),
             "cpu_core_pct": round(100 * (after["broker_cpu"][b] - before["broker_cpu"][b]) / cpu_secs, 1),
         })
-    minio = {k: after["minio"].get(k, 0.0) - before["minio"].get(k, 0.0) for k in after["minio"]}
-    reqs = {k.split(":", 1)[1]: v for k, v in minio.items() if k.startswith("requests:") and v > 0}
-    put_class = sum(v for k, v in reqs.items() if k in PUT_CLASS)
-    get_class = sum(v for k, v in reqs.items() if k not in PUT_CLASS and k not in FREE)
+    wal = bucket_delta(before["minio"], after["minio"], WAL_BUCKET)
+    reqs, put_class, get_class = wal["requests"], wal["put_class"], wal["get_class"]
     record_bytes = sum(d("wal-record-bytes-total", b) for b in range(kc.n))
     wal_bytes = sum(d("wal-bytes-total", b) for b in range(kc.n))
-    upload_bytes = minio.get("received_bytes", 0.0) or wal_bytes
+    upload_bytes = wal["received_bytes"] or wal_bytes
     gb = record_bytes / 2**30
     res = {
         "target_mbps": rate,
@@ -511,6 +425,9 @@ def main() -> int:
     # not /tmp/fasttier-*: other sessions' clean-ups of test clusters must not take the benchmark's with them
     work = Path(tempfile.mkdtemp(prefix="ftbench-fast-", dir="/var/tmp" if Path("/var/tmp").is_dir() else None))
     os.environ["MINIO_PROMETHEUS_AUTH_TYPE"] = "public"  # MinIO inherits it: bucket request counts without a token
+    if "kafka" in only:
+        results["plugin"] = pin_plugin(work)
+        log(f"plugin: {results['plugin']}")
     started = time.monotonic()
     try:
         with S3Server(buckets=[SLOW_BUCKET, WAL_BUCKET], data_dir=work / "s3") as s3:
