@@ -139,9 +139,12 @@ struct Part {
     validated_epoch: Option<i32>,
     /// `(offset after the records served last, creation time of their object)`.
     served: Option<(i64, i64)>,
-    /// Since when answered reports show the leader with data at the fetch offset that the fast tier lacks
-    /// (cleared when the fast tier serves the partition or a report finds the leader with nothing more).
-    leader_ahead: Option<Instant>,
+    /// Since when answered reports show the leader with data at the fetch offset that the fast tier lacks,
+    /// and the offset after the data the leader was seen to hold. Cleared when the fast tier serves the
+    /// partition, when it holds everything up to that offset (the leader's data reached it; the follower may
+    /// have got it sooner, from the batch a report brought back), or when a report finds the leader with
+    /// nothing more.
+    leader_ahead: Option<(Instant, i64)>,
     cooldown_until: Option<Instant>,
 }
 
@@ -376,7 +379,11 @@ impl Session {
         for (w, expected) in wants.iter().zip(followed) {
             let in_flight = self.inflight.as_ref().is_some_and(|i| i.offsets.contains_key(&w.tp));
             let look = self.stream.lookup(&w.tp, w.fp.current_leader_epoch, w.fp.fetch_offset, usize::MAX);
+            let held_last = self.stream.held(&w.tp).map(|h| h.1);
             let part = self.parts.entry(w.tp).or_insert_with(Part::new);
+            if part.leader_ahead.is_some_and(|(_, end)| held_last.is_some_and(|last| last >= end - 1)) {
+                part.leader_ahead = None; // what the leader had then has reached the fast tier since
+            }
             if in_flight || part.pending.is_some() {
                 part.mode = Mode::Leader;
                 continue;
@@ -392,7 +399,7 @@ impl Session {
                 // the fast tier should get there: wait for it, unless the leader has had data there for
                 // longer than max.lag.ms (or the stream has delivered nothing for that long)
                 let waiting = |part: &mut Part, reason: &mut Option<(&'static str, Metric)>| match part.leader_ahead {
-                    Some(t) if now.duration_since(t) > self.ctx.cfg.max_lag || (stalled && now.duration_since(t) > self.ctx.cfg.max_lag / 2) => {
+                    Some((t, _)) if now.duration_since(t) > self.ctx.cfg.max_lag || (stalled && now.duration_since(t) > self.ctx.cfg.max_lag / 2) => {
                         *reason = Some(("lag", Metric::ReplFallbackLag));
                         Mode::Leader
                     }
@@ -412,14 +419,22 @@ impl Session {
             if before == Mode::Fast && next == Mode::Leader {
                 if let Some((why, metric)) = reason {
                     part.cooldown_until = Some(now + self.ctx.cfg.retry);
-                    part.leader_ahead = None;
+                    let ahead_ms = part.leader_ahead.take().map_or(-1, |(t, _)| now.duration_since(t).as_millis() as i64);
                     self.ctx.metrics.inc(metric);
+                    let held = self.stream.held(&w.tp);
+                    let (_, _, _, next_seq) = self.stream.stats();
                     info!(
                         leader = self.route.broker_id,
                         topic_id = %topic_id_string(&w.tp.0),
                         partition = w.tp.1,
                         fetch_offset = w.fp.fetch_offset,
                         reason = why,
+                        leader_ahead_ms = ahead_ms,
+                        stream_first = held.map_or(-1, |h| h.0),
+                        stream_last = held.map_or(-1, |h| h.1),
+                        stream_pieces = held.map_or(0, |h| h.2),
+                        stream_next_seq = next_seq,
+                        last_object_ms = self.stream.since_last_object().map_or(-1, |d| d.as_millis() as i64),
                         "fast replication: partition falls back to the leader"
                     );
                     let mut st = self.ctx.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -615,8 +630,13 @@ impl Session {
                         part.leader_ahead = None;
                     }
                     Some(_) => {
-                        part.leader_ahead.get_or_insert_with(Instant::now);
-                        if let Some(next) = batches_end(&records) {
+                        let end = batches_end(&records);
+                        let seen = end.unwrap_or(offset + 1);
+                        part.leader_ahead = Some(match part.leader_ahead {
+                            Some((since, was)) => (since, was.max(seen)),
+                            None => (Instant::now(), seen),
+                        });
+                        if let Some(next) = end {
                             part.leader_batch = Some((offset, records, next));
                         }
                     }

@@ -160,6 +160,13 @@ impl LeaderStream {
         lookup_in(st.parts.get(tp), epoch, from, max_bytes)
     }
 
+    /// The offsets the stream holds for `tp` (first, last) and in how many runs-pieces, for diagnostics.
+    pub fn held(&self, tp: &Tp) -> Option<(i64, i64, usize)> {
+        let st = self.state();
+        let run = st.parts.get(tp).filter(|r| !r.is_empty())?;
+        Some((run[0].first, run[run.len() - 1].last, run.len()))
+    }
+
     /// For status output: `(objects read, bytes held, partitions held, next seq)`.
     pub fn stats(&self) -> (u64, u64, usize, u64) {
         let st = self.state();

@@ -311,12 +311,17 @@ impl Bed {
 }
 
 async fn bed(epoch: i32, max_lag_ms: u64) -> Bed {
+    bed_with(epoch, max_lag_ms, 300).await
+}
+
+async fn bed_with(epoch: i32, max_lag_ms: u64, keepalive_ms: u64) -> Bed {
     let leader = FakeLeader::start(epoch).await;
     let store = Arc::new(FaultyStore::wrap(MemoryStore::new()));
     let dyn_store: Arc<dyn ObjectStore> = store.clone();
     let stream = LeaderStream::open(dyn_store.clone()).await;
     let metrics = Arc::new(Metrics::default());
-    let cfg = config(leader.addr, max_lag_ms);
+    let mut cfg = config(leader.addr, max_lag_ms);
+    cfg.keepalive = Duration::from_millis(keepalive_ms);
     let proxy_addr: SocketAddr = cfg.listen_addr(&cfg.brokers[0]).parse().unwrap();
     let proxy = FastReplication::start(cfg, FOLLOWER, dyn_store, &wal_config(), metrics.clone(), Duration::from_secs(2)).await.unwrap();
     Bed { leader, store, stream, proxy, metrics, proxy_addr }
@@ -375,6 +380,29 @@ async fn data_missing_from_the_fast_tier_comes_from_the_leader_after_max_lag() {
     assert_eq!(f.log, b.leader.log_bytes(0));
     assert!(b.metrics.get(Metric::ReplFallbackLag) >= 1);
     assert!(b.metrics.get(Metric::ReplLeaderBytes) > 0);
+    b.proxy.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_batch_the_fast_tier_then_receives_is_not_lag() {
+    // The leader's data reached the follower first in the batch an offset report brought back, and the
+    // fast tier a moment later; the leader then has nothing more. That is not lag: no fallback, however
+    // long the next answered report is away.
+    let mut b = bed_with(5, 300, 2_000).await;
+    let mut f = b.caught_up_follower().await;
+    let batch = b.leader.append(0, 1, 3);
+    tokio::time::sleep(Duration::from_millis(2_100)).await; // the next fetch carries an answered report
+    f.fetch_until(0, 11, Duration::from_secs(5)).await;
+    assert!(b.metrics.get(Metric::ReplLeaderBytes) > 0, "the batch came with the report");
+    b.stream.upload(0, 10, 5, &batch).await;
+    wait_for(|| b.metrics.get(Metric::ReplStreamObjects) == 2, "the proxy to read the object").await;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1_200) {
+        f.fetch(0).await;
+    }
+    assert_eq!(f.offset, 11);
+    assert_eq!(b.metrics.get(Metric::ReplFallbackLag), 0, "an idle, caught-up partition fell back on lag");
+    assert_eq!(f.log, b.leader.log_bytes(0));
     b.proxy.close();
 }
 
