@@ -160,7 +160,7 @@ impl LeaderStream {
         lookup_in(st.parts.get(tp), epoch, from, max_bytes)
     }
 
-    /// The offsets the stream holds for `tp` (first, last) and in how many runs-pieces, for diagnostics.
+    /// The offsets the stream holds for `tp` (first, last) and the number of pieces they are in.
     pub fn held(&self, tp: &Tp) -> Option<(i64, i64, usize)> {
         let st = self.state();
         let run = st.parts.get(tp).filter(|r| !r.is_empty())?;
