@@ -62,9 +62,9 @@ use fasttier_core::format::keys::segments_root;
 use fasttier_core::format::manifest::{IndexKind, SegmentManifest};
 use fasttier_core::slow::catalog::{read_index, slow_segments, SegmentBatches, SlowBatch};
 use fasttier_core::wal::catalog::{
-    assemble_with_epochs, list_streams, parse_topic_id, stream_objects, EpochStarts, RangeRef, ResolvedBatch,
+    assemble_with_epochs, parse_topic_id, retained_headers, sort_ranges, EpochStarts, RangeRef, ResolvedBatch,
 };
-use fasttier_core::wal::format::{TopicId, WalHeader};
+use fasttier_core::wal::format::TopicId;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -949,39 +949,9 @@ fn write_fast(
 
 // ------------------------------------------------------------------------------------------------ rebuild
 
-/// The validated header of every retained object of every fast-tier stream, with its key: one LIST and
-/// one ranged GET per object for the whole run, however many partitions are rebuilt. Objects deleted
-/// after the LIST are left out; an unreadable header, a stream whose hash chain or incarnation order is
-/// broken, is [`Error::Corrupt`] naming the key.
-async fn fast_headers(stores: &Stores) -> Result<Vec<(Arc<str>, Arc<WalHeader>)>> {
-    let mut out = Vec::new();
-    for s in list_streams(&stores.wal, &stores.wal_prefix).await? {
-        let Some((_, objects)) = stream_objects(&stores.wal, &stores.wal_prefix, s.broker_id).await? else { continue };
-        let mut prev: Option<Arc<WalHeader>> = None;
-        for o in objects {
-            let Some(h) = o.header else {
-                return Err(Error::corrupt(&o.key, o.error.unwrap_or_else(|| "unreadable header".into())));
-            };
-            if let Some(p) = prev.filter(|p| p.stamp.seq + 1 == h.stamp.seq) {
-                if h.stamp.prev_header_crc != p.header_crc || h.stamp.incarnation < p.stamp.incarnation {
-                    return Err(Error::corrupt(
-                        &o.key,
-                        format!(
-                            "wal stream of broker {}: seq={} does not follow seq={} (hash chain or incarnation order)",
-                            h.stamp.broker_id, h.stamp.seq, p.stamp.seq
-                        ),
-                    ));
-                }
-            }
-            prev = Some(h.clone());
-            out.push((Arc::from(o.key.as_str()), h));
-        }
-    }
-    Ok(out)
-}
-
-/// The fast-tier ranges of the partitions being rebuilt, from one scan of the fast tier
-/// ([`fast_headers`]), each partition's sorted as `partition_ranges` sorts them.
+/// The fast-tier ranges of the partitions being rebuilt, from one scan of the fast tier's headers
+/// ([`retained_headers`]: one LIST and one ranged GET per object for the whole run, however many
+/// partitions are rebuilt), each partition's sorted by [`sort_ranges`].
 struct FastRanges(std::collections::HashMap<(TopicId, i32), Vec<RangeRef>>);
 
 impl FastRanges {
@@ -989,21 +959,13 @@ impl FastRanges {
         let wanted: std::collections::HashSet<(TopicId, i32)> =
             targets.iter().filter_map(|t| Some((parse_topic_id(&t.topic_id)?, t.partition))).collect();
         let mut map: std::collections::HashMap<(TopicId, i32), Vec<RangeRef>> = Default::default();
-        for (key, h) in fast_headers(stores).await? {
+        for (key, h) in retained_headers(&stores.wal, &stores.wal_prefix).await? {
             for e in h.entries.iter().filter(|e| wanted.contains(&(e.topic_id, e.partition))) {
-                map.entry((e.topic_id, e.partition)).or_default().push(RangeRef {
-                    broker_id: h.stamp.broker_id,
-                    seq: h.stamp.seq,
-                    key: key.clone(),
-                    entry: *e,
-                    incarnation: h.stamp.incarnation,
-                    created_unix_ms: h.stamp.created_unix_ms,
-                    header: h.clone(),
-                });
+                map.entry((e.topic_id, e.partition)).or_default().push(RangeRef::new(&key, &h, e));
             }
         }
         for v in map.values_mut() {
-            v.sort_by_key(|r| (r.entry.first_offset, r.broker_id, r.seq));
+            sort_ranges(v);
         }
         Ok(FastRanges(map))
     }
@@ -1036,7 +998,7 @@ pub async fn tiered_partitions(stores: &Stores, topic: &str, topic_id: &str) -> 
             parts.insert(p);
         }
     }
-    for (_, h) in fast_headers(stores).await? {
+    for (_, h) in retained_headers(&stores.wal, &stores.wal_prefix).await? {
         parts.extend(h.entries.iter().filter(|e| e.topic_id == id).map(|e| e.partition));
     }
     Ok(parts.into_iter().collect())

@@ -280,17 +280,32 @@ pub struct RangeRef {
     pub header: Arc<WalHeader>,
 }
 
-/// Every range of `topic_id`/`partition` in the retained objects of every stream under the fast tier's
-/// `prefix`, sorted by (first offset, broker id, seq). Reads the header of every retained object (ranged
-/// GETs, at most [`READ_CONCURRENCY`] at a time) and checks each object's identity and, between
-/// consecutive objects of a stream, the hash chain and incarnation order; a violation is
-/// [`Error::Corrupt`] naming the key. Objects deleted after the LIST are skipped.
-pub async fn partition_ranges(
-    store: &Arc<dyn ObjectStore>,
-    prefix: &str,
-    topic_id: &TopicId,
-    partition: i32,
-) -> Result<Vec<RangeRef>> {
+impl RangeRef {
+    /// Range `entry` of the object `key` whose header is `header`.
+    pub fn new(key: &Arc<str>, header: &Arc<WalHeader>, entry: &WalEntry) -> RangeRef {
+        RangeRef {
+            broker_id: header.stamp.broker_id,
+            seq: header.stamp.seq,
+            key: key.clone(),
+            entry: *entry,
+            incarnation: header.stamp.incarnation,
+            created_unix_ms: header.stamp.created_unix_ms,
+            header: header.clone(),
+        }
+    }
+}
+
+/// Sorts ranges as readers expect them: by (first offset, broker id, seq).
+pub fn sort_ranges(ranges: &mut [RangeRef]) {
+    ranges.sort_by_key(|r| (r.entry.first_offset, r.broker_id, r.seq));
+}
+
+/// The validated header of every retained object of every stream under the fast tier's `prefix`, with its
+/// key, in stream and seq order. Reads the header of every retained object (ranged GETs, at most
+/// [`READ_CONCURRENCY`] at a time) and checks each object's identity and, between consecutive objects of a
+/// stream, the hash chain and incarnation order; a violation is [`Error::Corrupt`] naming the key. Objects
+/// deleted after the LIST are skipped.
+pub async fn retained_headers(store: &Arc<dyn ObjectStore>, prefix: &str) -> Result<Vec<(Arc<str>, Arc<WalHeader>)>> {
     let streams = scan(store, prefix, None).await?;
     let wanted: Vec<(i32, u64)> =
         streams.iter().flat_map(|l| l.retained.iter().map(move |&(seq, _)| (l.info.broker_id, seq))).collect();
@@ -311,31 +326,37 @@ pub async fn partition_ranges(
         READ_CONCURRENCY,
     )
     .await?;
-    let mut out = Vec::new();
-    let mut prev: Option<&WalHeader> = None;
-    for read in headers.iter() {
+    let mut out: Vec<(Arc<str>, Arc<WalHeader>)> = Vec::with_capacity(headers.len());
+    let mut prev: Option<Arc<WalHeader>> = None;
+    for read in headers {
         let Some((key, h)) = read else {
             prev = None;
             continue;
         };
         if let Some(p) = prev.filter(|p| p.stamp.broker_id == h.stamp.broker_id && p.stamp.seq + 1 == h.stamp.seq) {
-            check_link(key, p, h)?;
+            check_link(&key, &p, &h)?;
         }
-        prev = Some(h);
-        let key: Arc<str> = Arc::from(key.as_str());
+        prev = Some(h.clone());
+        out.push((Arc::from(key.as_str()), h));
+    }
+    Ok(out)
+}
+
+/// Every range of `topic_id`/`partition` in the retained objects of every stream under the fast tier's
+/// `prefix` ([`retained_headers`], which checks them), sorted by [`sort_ranges`].
+pub async fn partition_ranges(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    topic_id: &TopicId,
+    partition: i32,
+) -> Result<Vec<RangeRef>> {
+    let mut out = Vec::new();
+    for (key, h) in retained_headers(store, prefix).await? {
         for e in h.entries.iter().filter(|e| e.topic_id == *topic_id && e.partition == partition) {
-            out.push(RangeRef {
-                broker_id: h.stamp.broker_id,
-                seq: h.stamp.seq,
-                key: key.clone(),
-                entry: *e,
-                incarnation: h.stamp.incarnation,
-                created_unix_ms: h.stamp.created_unix_ms,
-                header: h.clone(),
-            });
+            out.push(RangeRef::new(&key, &h, e));
         }
     }
-    out.sort_by_key(|r| (r.entry.first_offset, r.broker_id, r.seq));
+    sort_ranges(&mut out);
     Ok(out)
 }
 
