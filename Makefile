@@ -5,6 +5,7 @@
 #   make bench-fast  set up, build, run the fast tier benchmark (docs/benchmarks.md, "Fast tier")
 #   make bench-rebuild  set up, build, rebuild a broker from the tiers vs stock (docs/benchmarks.md, "Rebuilding a broker")
 #   make bench-zones  set up, build, stock vs fast tier vs replication through it in the zones bed (docs/benchmarks.md, "Replication through the fast tier")
+#   make bench-link  set up, build, remote reads with the store behind a capped link (docs/benchmarks.md, "The store behind a link")
 #
 # Build output of cargo is cached outside the clone (like the Kafka jars and MinIO) so a fresh clone on a
 # machine that has built before does not recompile the AWS SDK; set CARGO_TARGET_DIR to override.
@@ -12,7 +13,7 @@ export FASTTIER_CACHE ?= $(HOME)/.cache/fasttier
 export CARGO_TARGET_DIR ?= $(FASTTIER_CACHE)/target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench bench-fast bench-rebuild bench-zones setup build clean
+.PHONY: demo test bench bench-fast bench-rebuild bench-zones bench-link setup build clean
 
 setup:
 	bash tests/scripts/install-build-tools.sh
@@ -40,6 +41,10 @@ bench-rebuild: setup build
 
 bench-zones: setup build
 	python3 tests/bench/zones.py
+
+bench-link: setup build
+	cargo build --release --quiet -p fasttier-bench
+	python3 tests/bench/store_link.py
 
 clean:
 	rm -rf build java-shim/build target

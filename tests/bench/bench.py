@@ -182,10 +182,12 @@ def machine() -> dict:
 
 # ---------------------------------------------------------------------------------------------- native
 
-def native(s3: S3Server, prefix: str, *extra: str, sets: dict | None = None) -> dict:
+def native(s3: S3Server, prefix: str, *extra: str, sets: dict | None = None, endpoint: str | None = None,
+           argv_prefix: tuple[str, ...] = ()) -> dict:
+    """Runs fasttier-bench (under argv_prefix, e.g. `ip netns exec <ns>`, against endpoint if given)."""
     cfg = {
         "s3.bucket": BUCKET,
-        "s3.endpoint": s3.endpoint,
+        "s3.endpoint": endpoint or s3.endpoint,
         "s3.region": s3.region,
         "s3.path.style": "true",
         "s3.access.key.id": s3.access_key,
@@ -194,7 +196,7 @@ def native(s3: S3Server, prefix: str, *extra: str, sets: dict | None = None) -> 
         **{k: str(v) for k, v in RSM.items()},
         **{k: str(v) for k, v in (sets or {}).items()},
     }
-    argv = [bench_bin()]
+    argv = list(argv_prefix) + [bench_bin()]
     for k, v in cfg.items():
         argv += ["--set", f"{k}={v}"]
     argv += list(extra)
@@ -436,15 +438,18 @@ def metrics_delta(before: dict, after: dict, topic: str) -> dict:
     return d
 
 
-def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_partition_fetch_bytes: int) -> dict:
-    """One consumer process per group ({partition: end}), all started at once; returns the slowest."""
+def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_partition_fetch_bytes: int,
+            bootstrap: str | None = None, argv_prefix: tuple[str, ...] = ()) -> dict:
+    """One consumer process per group ({partition: end}), all started at once; returns the slowest.
+    argv_prefix (e.g. `ip netns exec <ns>`) runs the consumers elsewhere, bootstrap is what they connect to."""
     procs = []
     errs = []
     for g in groups:
         errs.append(tempfile.TemporaryFile())
         end = ",".join(f"{p}:{e}" for p, e in sorted(g.items()))
         procs.append(subprocess.Popen(
-            [sys.executable, str(HERE / "consume.py"), "--bootstrap", kc.bootstrap_servers(), "--topic", topic,
+            list(argv_prefix) + [
+             sys.executable, str(HERE / "consume.py"), "--bootstrap", bootstrap or kc.bootstrap_servers(), "--topic", topic,
              "--end", end, "--max-partition-fetch-bytes", str(max_partition_fetch_bytes),
              "--batch-messages", str(max(1, MIB // VALUE_BYTES))],
             stdout=subprocess.PIPE, stderr=errs[-1], text=True))
@@ -484,7 +489,7 @@ def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_part
     }
 
 
-def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
+def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label, **consume_kw) -> dict:
     pid = kc.nodes[0].proc.pid
     names = ["kafka.server:type=plugins,*", f"kafka.server:type=BrokerTopicMetrics,topic={topic},*",
              "kafka.log.remote:type=RemoteLogManager,name=RemoteLogReaderFetchRateAndTimeMs"]
@@ -497,7 +502,7 @@ def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label) -> dict:
     minio_pid = kc.s3._proc.pid
     tnames = java_thread_names(pid)
     cpu0 = (thread_cpu(pid, tnames), proc_cpu(minio_pid), children_cpu(), time.monotonic())
-    c = consume(kc, topic, groups, mpfb)
+    c = consume(kc, topic, groups, mpfb, **consume_kw)
     cpu1 = (thread_cpu(pid, tnames), proc_cpu(minio_pid), children_cpu(), time.monotonic())
     sampler.stop()
     # threads started during the pass (e.g. remote-log-reader) were counted under their short names

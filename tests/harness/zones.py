@@ -43,6 +43,11 @@ and is counted. KafkaCluster(zones=...) gives every broker a CLIENT listener on 
 as 127.0.0.1:<port> with a Forwarder on that port (S3Server(netns=...) does the same for its endpoint), so
 every client in the test process -- confluent_kafka, boto3, Kafka's Java tools -- works unchanged.
 
+Bandwidth: set_rate(sender, receiver, mbit) caps one direction of a link with a `tbf` qdisc (a store
+"elsewhere" whose bandwidth, not the CPU of this box, is the limit). Names: set_hosts(p, {name: address})
+gives commands run with exec_prefix(p) their own /etc/hosts (through /etc/netns/<namespace>/hosts, which
+`ip netns exec` bind-mounts), e.g. so that a client inside a zone resolves the brokers' advertised names.
+
 Latency: set_latency(a, b, ms) adds `tc qdisc ... netem delay <ms>ms` on both ends of a link (so the round
 trip grows by 2 x ms). Many kernels are built without netem (CONFIG_NET_SCH_NETEM); netem_support() says
 whether this one has it and why not, and asking for latency without it raises NetemUnavailable.
@@ -61,6 +66,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -74,6 +80,7 @@ from .procs import LOOPBACK, HarnessError
 T = TypeVar("T")
 
 NETNS_DIR = Path("/run/netns")
+ETC_NETNS = Path("/etc/netns")  # per-namespace /etc files that `ip netns exec` bind-mounts (set_hosts)
 NAME_PREFIX = "ftz"
 _NAME_RX = re.compile(rf"^{NAME_PREFIX}(\d+)-(\d+)-([a-z0-9]+)$")
 NETWORK = "10.77.0"
@@ -170,6 +177,7 @@ def sweep_leftovers() -> list[str]:
         if not m or _pid_alive(int(m.group(1))) or netns_pids(name):
             continue
         if _run(["ip", "netns", "del", name], check=False).returncode == 0:
+            shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
             gone.append(name)
     return gone
 
@@ -481,6 +489,8 @@ class Zones:
                     break
                 time.sleep(0.1)
         self._created = [ns for ns in self._created if ns in list_netns()]
+        for p in self.places:
+            shutil.rmtree(ETC_NETNS / self.ns(p), ignore_errors=True)
         self.started = False
 
     def __enter__(self) -> "Zones":
@@ -534,6 +544,28 @@ class Zones:
             self._latency[(a, b)] = float(ms)
         else:
             self._latency.pop((a, b), None)
+
+    def set_rate(self, sender: Place, receiver: Place, mbit: Optional[float]) -> None:
+        """Cap what sender sends to receiver at mbit Mbit/s (a `tbf` qdisc on sender's end of the link; the
+        other direction is untouched); None or 0 removes the cap. Replaces any latency on that end."""
+        a, b = self.place(sender), self.place(receiver)
+        self._key(a, b)
+        dev = ["dev", self._dev(b)]
+        if mbit:
+            # burst: at least one timer tick's worth at this rate, and room for a few 64 KiB GSO packets
+            burst = max(1 << 20, int(mbit * 1e6 / 8 / 100))
+            _run(["tc", "-n", self.ns(a), "qdisc", "replace"] + dev
+                 + ["root", "tbf", "rate", f"{mbit}mbit", "burst", str(burst), "latency", "100ms"])
+        else:
+            _run(["tc", "-n", self.ns(a), "qdisc", "del"] + dev + ["root"], check=False)
+
+    def set_hosts(self, p: Place, names: Mapping[str, str]) -> None:
+        """/etc/hosts as seen by commands run with exec_prefix(p) (`ip netns exec` bind-mounts
+        /etc/netns/<namespace>/hosts over /etc/hosts): localhost plus {name: address}. Removed by close()."""
+        d = ETC_NETNS / self.ns(p)
+        d.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1 localhost"] + [f"{addr} {name}" for name, addr in names.items()]
+        (d / "hosts").write_text("\n".join(lines) + "\n")
 
     def latency(self) -> dict[tuple[str, str], float]:
         """The delay (ms, each direction) added per link, for the links that have one."""

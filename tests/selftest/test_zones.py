@@ -191,6 +191,47 @@ def test_latency_applies_when_requested():
         assert _connect_ms(z, "az1", "az2", 7999) < 10
 
 
+def _qdisc(z: Zones, place, peer) -> dict:
+    import json
+    import subprocess
+
+    r = subprocess.run(["tc", "-n", z.ns(place), "-s", "-j", "qdisc", "show", "dev", f"to-{peer}"],
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)[0]
+
+
+def test_rate_cap_shapes_one_direction_and_goes_away(bed):
+    z = bed
+    z.set_rate("s3", "az1", 800)
+    q = _qdisc(z, "s3", "az1")
+    assert q["kind"] == "tbf", q
+    assert _qdisc(z, "az1", "s3")["kind"] != "tbf"  # the other direction stays as it was
+    sent0 = q["bytes"]
+    # traffic s3 -> az1 passes the cap (and is counted by it); az1 -> s3 does not
+    sink = Sink(z, "az1", port=7072)
+    assert send_from(z, "s3", z.addr("az1"), sink.port, 2 * MB) == b"done %d" % (2 * MB)
+    sink.wait()
+    assert _qdisc(z, "s3", "az1")["bytes"] - sent0 >= 2 * MB
+    z.set_rate("s3", "az1", None)
+    assert _qdisc(z, "s3", "az1")["kind"] != "tbf"
+
+
+def test_hosts_file_per_zone_resolves_inside_only():
+    import subprocess
+
+    name = "kafka-77.ftz.test"
+    with Zones(n=2, s3=False) as z:
+        z.set_hosts(1, {name: z.addr(1)})
+        inside = subprocess.run(z.exec_prefix(1) + ["getent", "hosts", name], capture_output=True, text=True)
+        assert inside.returncode == 0 and inside.stdout.split()[0] == z.addr(1), inside
+        other = subprocess.run(z.exec_prefix(0) + ["getent", "hosts", name], capture_output=True, text=True)
+        assert other.returncode != 0, other.stdout
+        etc = Path("/etc/netns") / z.ns(1)
+        assert (etc / "hosts").exists()
+    assert not etc.exists()  # close() removed it
+    assert subprocess.run(["getent", "hosts", name], capture_output=True).returncode != 0
+
+
 def test_sweep_removes_leftovers_of_dead_runs_only(bed):
     import subprocess
 
