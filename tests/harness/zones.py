@@ -547,12 +547,13 @@ class Zones:
 
     def set_rate(self, sender: Place, receiver: Place, mbit: Optional[float]) -> None:
         """Cap what sender sends to receiver at mbit Mbit/s (a `tbf` qdisc on sender's end of the link; the
-        other direction is untouched); None or 0 removes the cap. Replaces any latency on that end."""
+        other direction is untouched); None or 0 removes the cap. A link has either added latency or a cap."""
         a, b = self.place(sender), self.place(receiver)
-        self._key(a, b)
+        if self._key(a, b) in self._latency:
+            raise HarnessError(f"link {a}-{b} has added latency (netem); set_rate would replace it")
         dev = ["dev", self._dev(b)]
         if mbit:
-            # burst: at least one timer tick's worth at this rate, and room for a few 64 KiB GSO packets
+            # burst: 10 ms worth at this rate, at least 1 MiB (many 64 KiB GSO packets)
             burst = max(1 << 20, int(mbit * 1e6 / 8 / 100))
             _run(["tc", "-n", self.ns(a), "qdisc", "replace"] + dev
                  + ["root", "tbf", "rate", f"{mbit}mbit", "burst", str(burst), "latency", "100ms"])

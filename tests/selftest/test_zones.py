@@ -207,7 +207,7 @@ def test_rate_cap_shapes_one_direction_and_goes_away(bed):
     assert q["kind"] == "tbf", q
     assert _qdisc(z, "az1", "s3")["kind"] != "tbf"  # the other direction stays as it was
     sent0 = q["bytes"]
-    # traffic s3 -> az1 passes the cap (and is counted by it); az1 -> s3 does not
+    # traffic s3 -> az1 passes through the cap (its qdisc counts it)
     sink = Sink(z, "az1", port=7072)
     assert send_from(z, "s3", z.addr("az1"), sink.port, 2 * MB) == b"done %d" % (2 * MB)
     sink.wait()
