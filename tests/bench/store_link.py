@@ -1,6 +1,7 @@
 """Remote reads when the store is elsewhere: the object store behind a link of limited bandwidth.
 
-    python3 tests/bench/store_link.py [--rates 0,4000,2000,1000] [--quick] [--out build/bench]   (make bench-link)
+    python3 tests/bench/store_link.py [--rates 0,4000,2000,1000] [--ttfb-ms 0] [--quick] [--out build/bench]
+    (make bench-link)
 
 `make bench` (bench.py) measures a remote read against MinIO on loopback, on the same 2 CPUs as the broker
 and the consumer: there the store answers at memory speed and the figure is the CPU cost of every process
@@ -16,9 +17,13 @@ of that a consumer reading through a broker keeps. This benchmark measures that 
   plugin's own S3 client, chunk-sized ranged GETs in order with 1 + read.ahead.chunks in flight, on the very
   .log objects the broker serves) before and after the read -- the faster of the two is the baseline -- and a
   consumer (tests/bench/consume.py, confluent-kafka) reading the fully tiered partition from offset 0, run
-  with `ip netns exec` inside az1 too, so that neither crosses a userspace relay;
+  with `ip netns exec` inside az1 too, so that neither crosses the harness's userspace forwarders;
 * with fetch sizes of 16 MiB and 1 MiB (the client default), on a broker with Kafka's defaults and then on one
-  with socket.send.buffer.bytes=-1 (docs/benchmarks.md explains why that setting matters for remote reads).
+  with socket.send.buffer.bytes=-1 (docs/benchmarks.md explains why that setting matters for remote reads);
+* with --ttfb-ms N, a distant store's time to first byte too: `fasttier-bench delay-relay` runs in the store's
+  namespace in front of MinIO and holds every request N ms before passing it on (this kernel has no netem).
+  The broker and the raw GET baseline both reach the store only through it; answers are not delayed, and the
+  link cap still applies to them.
 
 Prints a table (and writes build/bench/link-<time>.json / .md). Asserts nothing about speed.
 """
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,11 +59,43 @@ def rate_name(mbit: float) -> str:
     return "no cap (veth)" if not mbit else f"{mbit / 1000:g} Gbit/s"
 
 
-def run(rates: list[float], quick: bool, fetches: list[int], work: Path) -> dict:
-    res: dict = {"rates_mbit": rates, "rows": [], "machine": bench.machine()}
+class DelayRelay:
+    """`fasttier-bench delay-relay` inside a namespace: host:<any port> -> target, requests held `ms`."""
+
+    def __init__(self, argv_prefix: tuple[str, ...], host: str, target: str, ms: int) -> None:
+        self.ms = ms
+        self.proc = subprocess.Popen(
+            list(argv_prefix) + [bench.bench_bin(), "delay-relay", "--listen", f"{host}:0", "--target", target,
+                                 "--delay-ms", str(ms)],
+            stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            self.close()
+            raise RuntimeError(f"delay-relay to {target} did not start (exit {self.proc.returncode})")
+        self.address = json.loads(line)["listen"]
+        self.endpoint = f"http://{self.address}"
+
+    def cpu(self) -> float:
+        return bench.proc_cpu(self.proc.pid)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def run(rates: list[float], quick: bool, fetches: list[int], work: Path, ttfb_ms: int = 0) -> dict:
+    res: dict = {"rates_mbit": rates, "ttfb_ms": ttfb_ms, "rows": [], "machine": bench.machine()}
     with Zones(n=1, s3=True) as z, S3Server(buckets=[BUCKET], data_dir=work / "minio", netns=z.s3_ns,
                                             host=z.s3_addr) as s3:
-        kc = KafkaCluster(1, plugin=True, s3=s3, zones=z, jmx=True, heap=BROKER_HEAP, rsm_config=dict(RSM),
+        relay = None
+        endpoint = s3.zone_endpoint
+        rsm = dict(RSM)
+        if ttfb_ms:
+            relay = DelayRelay(tuple(z.exec_prefix("s3")), z.s3_addr, f"{z.s3_addr}:{s3.port}", ttfb_ms)
+            endpoint = rsm["s3.endpoint"] = relay.endpoint
+            log(f"store reached through delay-relay {relay.address}: every request held {ttfb_ms} ms")
+        kc = KafkaCluster(1, plugin=True, s3=s3, zones=z, jmx=True, heap=BROKER_HEAP, rsm_config=rsm,
                           name="link", base_dir=work / "kafka", prefix=f"bench-{uuid.uuid4().hex[:6]}/")
         try:
             kc.start()
@@ -84,7 +122,7 @@ def run(rates: list[float], quick: bool, fetches: list[int], work: Path) -> dict
 
             def baseline(rate: float) -> dict:
                 b = native(s3, kc.prefix, "get", "--topic", "r1", "--topic-id", tid, "--mode", "seq",
-                           endpoint=s3.zone_endpoint, argv_prefix=inside)
+                           endpoint=endpoint, argv_prefix=inside)
                 log(f"  raw seq at {rate_name(rate)}: {b['mbps']:.0f} MB/s (client CPU {b['cpu']['client_secs']:.2f}s, "
                     f"MinIO {b['cpu']['minio_secs']:.2f}s)")
                 return b
@@ -100,9 +138,11 @@ def run(rates: list[float], quick: bool, fetches: list[int], work: Path) -> dict
                     z.set_rate("s3", 0, rate)
                     b0 = baseline(rate)
                     for f in fetches:
+                        r0 = relay.cpu() if relay else 0.0
                         p = read_pass(kc, jmx, "r1", groups, seg_bytes, f,
                                       f"{broker}, {rate_name(rate)}, fetch {f // MIB} MiB",
                                       bootstrap=bootstrap, argv_prefix=inside)
+                        p["cpu"]["relay_secs"] = relay.cpu() - r0 if relay else 0.0
                         res["rows"].append({"broker": broker, "rate_mbit": rate, "fetch_bytes": f, "pass": p,
                                             "baseline_before": b0})
                     b1 = baseline(rate)
@@ -112,12 +152,17 @@ def run(rates: list[float], quick: bool, fetches: list[int], work: Path) -> dict
                 z.set_rate("s3", 0, None)
         finally:
             kc.close(keep_dir=bool(os.environ.get("FASTTIER_KEEP_TMP")))
+            if relay:
+                relay.close()
     return res
 
 
 def table(res: dict) -> str:
     head = ["broker", "store -> broker", "fetch", "remote read", "raw seq GET (faster of 2)", "ratio",
             "RLM.read ms/fetch", "broker CPU s/GB", "MinIO CPU s/GB", "consumer CPU s/GB", "load"]
+    relayed = bool(res.get("ttfb_ms"))
+    if relayed:
+        head.insert(-1, "delay-relay CPU s/GB")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in res["rows"]:
         p = r["pass"]
@@ -128,7 +173,9 @@ def table(res: dict) -> str:
             r["broker"], rate_name(r["rate_mbit"]), f"{r['fetch_bytes'] // MIB} MiB", f"{p['mbps']:.0f} MB/s",
             f"{base:.0f} MB/s", f"{100 * p['mbps'] / base:.0f}%", f"{m['remote_read_ms_mean']:.1f}",
             f"{p['cpu']['broker_secs'] / gb:.2f}", f"{p['cpu']['minio_secs'] / gb:.2f}",
-            f"{p['cpu']['consumer_secs'] / gb:.2f}", str(p["load"].get("loadavg1", "")),
+            f"{p['cpu']['consumer_secs'] / gb:.2f}",
+            *([f"{p['cpu'].get('relay_secs', 0.0) / gb:.2f}"] if relayed else []),
+            str(p["load"].get("loadavg1", "")),
         ]) + " |")
     return "\n".join(lines)
 
@@ -137,6 +184,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="0,4000,2000,1000", help="Mbit/s caps of store -> broker, 0 = none")
     ap.add_argument("--fetch-mib", default="16,1", help="consumer max.partition.fetch.bytes, MiB")
+    ap.add_argument("--ttfb-ms", type=int, default=0,
+                    help="hold every request to the store this long (a distant store's time to first byte)")
     ap.add_argument("--quick", action="store_true", help="3 segments instead of 6 (a smoke run)")
     ap.add_argument("--out", default=str(REPO / "build" / "bench"))
     a = ap.parse_args()
@@ -148,8 +197,9 @@ def main() -> int:
     fetches = [int(x) * MIB for x in a.fetch_mib.split(",")]
     work = Path(tempfile.mkdtemp(prefix="ftbench-link-", dir="/var/tmp"))
     try:
-        log(f"store behind a capped link: rates {a.rates} Mbit/s, fetches {a.fetch_mib} MiB; load {load_note()}")
-        res = run(rates, a.quick, fetches, work)
+        log(f"store behind a capped link: rates {a.rates} Mbit/s, fetches {a.fetch_mib} MiB, "
+            f"time to first byte +{a.ttfb_ms} ms; load {load_note()}")
+        res = run(rates, a.quick, fetches, work, a.ttfb_ms)
     finally:
         if not os.environ.get("FASTTIER_KEEP_TMP"):
             shutil.rmtree(work, ignore_errors=True)

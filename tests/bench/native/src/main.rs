@@ -12,7 +12,9 @@
 //! * `mem-copy`    — peak RSS added by copying one file through the engine (run in a fresh process);
 //! * `mem-streams` — RSS added per open stream after reading one chunk from each of N streams;
 //! * `get`         — reading a topic's `.log` objects: raw ranged GETs (plugin pattern or highly
-//!   parallel) or through the engine's segment streams.
+//!   parallel) or through the engine's segment streams;
+//! * `delay-relay` — a TCP relay that delays every request by a fixed time (a distant store's time to
+//!   first byte for a broker, see `delay_relay.rs`); prints its address, then runs until killed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -36,6 +38,8 @@ use fasttier_core::store::{CompletedPart, ObjectStore, PutOptions};
 use fasttier_core::upload::read_at;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
+
+mod delay_relay;
 
 const MIB: u64 = 1 << 20;
 /// Bytes per `stream_read` in mode engine: what the JNI bridge copies from a chunk into the Java array at a
@@ -127,6 +131,19 @@ enum Cmd {
         /// Stop after this many bytes per partition (0 = everything).
         #[arg(long, default_value_t = 0)]
         limit_bytes: u64,
+    },
+    /// Listens on LISTEN (port 0: any) and relays every connection to TARGET, holding what clients send
+    /// for DELAY_MS before passing it on. Prints {"listen": "host:port"} and runs until killed.
+    DelayRelay {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        delay_ms: u64,
+        /// Most bytes held in one connection's delay line.
+        #[arg(long, default_value_t = 64)]
+        max_buffered_mib: usize,
     },
 }
 
@@ -767,5 +784,32 @@ fn main() {
             *limit_bytes,
             cli.get_latency_ms,
         ),
+        Cmd::DelayRelay { listen, target, delay_ms, max_buffered_mib } => {
+            run_delay_relay(*listen, *target, *delay_ms, *max_buffered_mib)
+        }
     }
+}
+
+fn run_delay_relay(listen: std::net::SocketAddr, target: std::net::SocketAddr, delay_ms: u64, max_mib: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format!("delay-relay: tokio runtime: {e}")));
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .unwrap_or_else(|e| fail(format!("delay-relay: cannot listen on {listen}: {e}")));
+        let addr = listener.local_addr().unwrap_or_else(|e| fail(format!("delay-relay: {e}")));
+        println!("{}", json!({"listen": addr.to_string(), "target": target.to_string(), "delay_ms": delay_ms}));
+        let _ = std::io::stdout().flush();
+        let spec = delay_relay::RelaySpec {
+            target,
+            delay: Duration::from_millis(delay_ms),
+            max_buffered: max_mib.saturating_mul(MIB as usize),
+        };
+        if let Err(e) = delay_relay::serve(listener, spec).await {
+            fail(format!("delay-relay: accepting on {addr}: {e}"));
+        }
+    })
 }
