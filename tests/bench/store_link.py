@@ -84,13 +84,15 @@ class DelayRelay:
         self.proc.wait(10)
 
 
-def run(rates: list[float], quick: bool, fetches: list[int], work: Path, ttfb_ms: int = 0) -> dict:
-    res: dict = {"rates_mbit": rates, "ttfb_ms": ttfb_ms, "rows": [], "machine": bench.machine()}
+def run(rates: list[float], quick: bool, fetches: list[int], work: Path, ttfb_ms: int = 0,
+        sets: dict | None = None) -> dict:
+    res: dict = {"rates_mbit": rates, "ttfb_ms": ttfb_ms, "sets": dict(sets or {}), "rows": [],
+                 "machine": bench.machine()}
     with Zones(n=1, s3=True) as z, S3Server(buckets=[BUCKET], data_dir=work / "minio", netns=z.s3_ns,
                                             host=z.s3_addr) as s3:
         relay = None
         endpoint = s3.zone_endpoint
-        rsm = dict(RSM)
+        rsm = {**RSM, **(sets or {})}
         if ttfb_ms:
             relay = DelayRelay(tuple(z.exec_prefix("s3")), z.s3_addr, f"{z.s3_addr}:{s3.port}", ttfb_ms)
             endpoint = rsm["s3.endpoint"] = relay.endpoint
@@ -122,7 +124,7 @@ def run(rates: list[float], quick: bool, fetches: list[int], work: Path, ttfb_ms
 
             def baseline(rate: float) -> dict:
                 b = native(s3, kc.prefix, "get", "--topic", "r1", "--topic-id", tid, "--mode", "seq",
-                           endpoint=endpoint, argv_prefix=inside)
+                           endpoint=endpoint, argv_prefix=inside, sets=sets)
                 log(f"  raw seq at {rate_name(rate)}: {b['mbps']:.0f} MB/s (client CPU {b['cpu']['client_secs']:.2f}s, "
                     f"MinIO {b['cpu']['minio_secs']:.2f}s)")
                 return b
@@ -186,6 +188,9 @@ def main() -> int:
     ap.add_argument("--fetch-mib", default="16,1", help="consumer max.partition.fetch.bytes, MiB")
     ap.add_argument("--ttfb-ms", type=int, default=0,
                     help="hold every request to the store this long (a distant store's time to first byte)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="plugin setting (without rsm.config.) for the broker and the raw baseline, e.g. "
+                         "read.ahead.chunks=8 (the baseline's window is 1 + read.ahead.chunks)")
     ap.add_argument("--quick", action="store_true", help="3 segments instead of 6 (a smoke run)")
     ap.add_argument("--out", default=str(REPO / "build" / "bench"))
     a = ap.parse_args()
@@ -199,7 +204,8 @@ def main() -> int:
     try:
         log(f"store behind a capped link: rates {a.rates} Mbit/s, fetches {a.fetch_mib} MiB, "
             f"time to first byte +{a.ttfb_ms} ms; load {load_note()}")
-        res = run(rates, a.quick, fetches, work, a.ttfb_ms)
+        sets = dict(kv.split("=", 1) for kv in a.set)
+        res = run(rates, a.quick, fetches, work, a.ttfb_ms, sets)
     finally:
         if not os.environ.get("FASTTIER_KEEP_TMP"):
             shutil.rmtree(work, ignore_errors=True)
