@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ sys.path.insert(0, str(HERE))
 
 from harness import KafkaCluster, S3Server  # noqa: E402
 from harness.jmx import Jmx  # noqa: E402
+from harness.procs import ManagedProcess, StopWaiting, tail, wait_until  # noqa: E402
 from harness.tiering import wait_all_tiered  # noqa: E402
 from harness.zones import Zones, bed_support  # noqa: E402
 
@@ -60,28 +60,34 @@ def rate_name(mbit: float) -> str:
 
 
 class DelayRelay:
-    """`fasttier-bench delay-relay` inside a namespace: host:<any port> -> target, requests held `ms`."""
+    """`fasttier-bench delay-relay` inside a namespace: host:<any port> -> target, requests held `ms`.
+    A harness ManagedProcess, so it never outlives the benchmark; its output goes to `log_path`."""
 
-    def __init__(self, argv_prefix: tuple[str, ...], host: str, target: str, ms: int) -> None:
-        self.ms = ms
-        self.proc = subprocess.Popen(
-            list(argv_prefix) + [bench.bench_bin(), "delay-relay", "--listen", f"{host}:0", "--target", target,
-                                 "--delay-ms", str(ms)],
-            stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line:
+    def __init__(self, argv_prefix: tuple[str, ...], host: str, target: str, ms: int, log_path: Path) -> None:
+        self.proc = ManagedProcess(
+            "delay-relay", list(argv_prefix) + [bench.bench_bin(), "delay-relay", "--listen", f"{host}:0",
+                                                "--target", target, "--delay-ms", str(ms)], log_path)
+        try:
+            self.address = wait_until(lambda: self._listening(log_path), 20, 0.1,
+                                      f"delay-relay to {target} to print its address ({log_path})")
+        except Exception:
             self.close()
-            raise RuntimeError(f"delay-relay to {target} did not start (exit {self.proc.returncode})")
-        self.address = json.loads(line)["listen"]
+            raise
         self.endpoint = f"http://{self.address}"
+
+    def _listening(self, log_path: Path) -> str | None:
+        if not self.proc.running():
+            raise StopWaiting(f"delay-relay exited with {self.proc.returncode}: {tail(log_path)}")
+        for line in log_path.read_text().splitlines():
+            if line.startswith("{"):
+                return json.loads(line)["listen"]
+        return None
 
     def cpu(self) -> float:
         return bench.proc_cpu(self.proc.pid)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+        self.proc.kill()
 
 
 def run(rates: list[float], quick: bool, fetches: list[int], work: Path, ttfb_ms: int = 0,
@@ -90,16 +96,17 @@ def run(rates: list[float], quick: bool, fetches: list[int], work: Path, ttfb_ms
                  "machine": bench.machine()}
     with Zones(n=1, s3=True) as z, S3Server(buckets=[BUCKET], data_dir=work / "minio", netns=z.s3_ns,
                                             host=z.s3_addr) as s3:
-        relay = None
+        relay = kc = None
         endpoint = s3.zone_endpoint
         rsm = {**RSM, **(sets or {})}
-        if ttfb_ms:
-            relay = DelayRelay(tuple(z.exec_prefix("s3")), z.s3_addr, f"{z.s3_addr}:{s3.port}", ttfb_ms)
-            endpoint = rsm["s3.endpoint"] = relay.endpoint
-            log(f"store reached through delay-relay {relay.address}: every request held {ttfb_ms} ms")
-        kc = KafkaCluster(1, plugin=True, s3=s3, zones=z, jmx=True, heap=BROKER_HEAP, rsm_config=rsm,
-                          name="link", base_dir=work / "kafka", prefix=f"bench-{uuid.uuid4().hex[:6]}/")
         try:
+            if ttfb_ms:
+                relay = DelayRelay(tuple(z.exec_prefix("s3")), z.s3_addr, f"{z.s3_addr}:{s3.port}", ttfb_ms,
+                                   work / "delay-relay.log")
+                endpoint = rsm["s3.endpoint"] = relay.endpoint
+                log(f"store reached through delay-relay {relay.address}: every request held {ttfb_ms} ms")
+            kc = KafkaCluster(1, plugin=True, s3=s3, zones=z, jmx=True, heap=BROKER_HEAP, rsm_config=rsm,
+                              name="link", base_dir=work / "kafka", prefix=f"bench-{uuid.uuid4().hex[:6]}/")
             kc.start()
             node = kc.nodes[0]
             z.set_hosts(0, {node.name: node.host})
@@ -153,7 +160,8 @@ def run(rates: list[float], quick: bool, fetches: list[int], work: Path, ttfb_ms
                             r["baseline_after"] = b1
                 z.set_rate("s3", 0, None)
         finally:
-            kc.close(keep_dir=bool(os.environ.get("FASTTIER_KEEP_TMP")))
+            if kc:
+                kc.close(keep_dir=bool(os.environ.get("FASTTIER_KEEP_TMP")))
             if relay:
                 relay.close()
     return res

@@ -9,14 +9,13 @@
 //! is slowed rather than the relay's memory growing).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Bytes read from the client at a time.
@@ -66,38 +65,22 @@ async fn copy_back(from: OwnedReadHalf, mut to: OwnedWriteHalf) -> std::io::Resu
 }
 
 /// Passes what `from` sends to `to`, each byte `delay` after it arrived; at most `max_buffered` bytes
-/// are held at a time. The end of the client's data (its FIN) is passed on with the same delay.
+/// are held at a time (a channel of that many reads of at most `READ_BYTES`). The end of the client's data
+/// (its FIN) is passed on with the same delay.
 async fn delay_line(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     delay: Duration,
     max_buffered: usize,
 ) -> std::io::Result<()> {
-    let budget = Arc::new(Semaphore::new(max_buffered.max(READ_BYTES)));
-    // Unbounded in items, bounded in bytes by `budget`: every item holds its bytes' permits.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Option<(Bytes, tokio::sync::OwnedSemaphorePermit)>)>();
-    let reader = {
-        let budget = budget.clone();
-        async move {
-            loop {
-                let permit = match budget.clone().acquire_many_owned(READ_BYTES as u32).await {
-                    Ok(p) => p,
-                    Err(_) => return Ok(()),
-                };
-                let mut buf = BytesMut::with_capacity(READ_BYTES);
-                let n = from.read_buf(&mut buf).await?;
-                let due = Instant::now() + delay;
-                if n == 0 {
-                    let _ = tx.send((due, None));
-                    return Ok::<(), std::io::Error>(());
-                }
-                // Keep only the permits of the bytes read; the rest go back at once.
-                let mut permit = permit;
-                let held = permit.split(n).expect("n <= READ_BYTES permits");
-                drop(permit);
-                if tx.send((due, Some((buf.freeze(), held)))).is_err() {
-                    return Ok(());
-                }
+    let (tx, mut rx) = mpsc::channel::<(Instant, Option<Bytes>)>((max_buffered / READ_BYTES).max(1));
+    let reader = async move {
+        loop {
+            let mut buf = BytesMut::with_capacity(READ_BYTES);
+            let n = from.read_buf(&mut buf).await?;
+            let item = (Instant::now() + delay, (n > 0).then(|| buf.freeze()));
+            if tx.send(item).await.is_err() || n == 0 {
+                return Ok::<(), std::io::Error>(());
             }
         }
     };
@@ -105,7 +88,7 @@ async fn delay_line(
         while let Some((due, item)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
             match item {
-                Some((bytes, _permit)) => to.write_all(&bytes).await?,
+                Some(bytes) => to.write_all(&bytes).await?,
                 None => break,
             }
         }
