@@ -741,10 +741,18 @@ mod tests {
         assert!(e.contains("key=rsm.config.replication.fast.brokers value=\"1@h\" has no port"), "{e}");
         assert!(err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "x@h:1")]).contains("numeric broker id"));
         assert!(err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "1@h:1,1@g:2")]).contains("listed twice"));
-        let e = err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "1@h:1,2@g:2"), ("replication.fast.bind", "127.0.0.5")]);
+        let e = err(&[
+            ("s3.bucket", "b12"),
+            ("replication.fast.brokers", "1@h:1,2@g:2"),
+            ("replication.fast.bind", "127.0.0.5"),
+        ]);
         assert!(e.contains("key=rsm.config.replication.fast.bind"), "{e}");
-        assert!(err(&[("s3.bucket", "b12"), ("replication.fast.max.lag.ms", "1")]).contains("replication.fast.max.lag.ms"));
-        assert!(err(&[("s3.bucket", "b12"), ("replication.fast.enabled", "true")]).contains("is not a fasttier setting"));
+        assert!(
+            err(&[("s3.bucket", "b12"), ("replication.fast.max.lag.ms", "1")]).contains("replication.fast.max.lag.ms")
+        );
+        assert!(
+            err(&[("s3.bucket", "b12"), ("replication.fast.enabled", "true")]).contains("is not a fasttier setting")
+        );
     }
 
     #[test]

@@ -277,7 +277,9 @@ impl Session {
             .topics
             .iter()
             .enumerate()
-            .flat_map(|(i, t)| t.partitions.iter().map(move |p| Want { tp: tp_of(&t.topic_id, p.partition), topic: i, fp: p.clone() }))
+            .flat_map(|(i, t)| {
+                t.partitions.iter().map(move |p| Want { tp: tp_of(&t.topic_id, p.partition), topic: i, fp: p.clone() })
+            })
             .collect();
         self.parts.retain(|tp, _| wants.iter().any(|w| &w.tp == tp));
         let mut changed = self.stream().subscribe();
@@ -356,12 +358,18 @@ impl Session {
                         .filter(|pd| pd.partition_index == w.tp.1)
                         .map(|pd| pd.records.as_ref().map_or(0, |r| r.len()))
                         .sum();
-                    let mode = if self.parts.get(&w.tp).is_some_and(|p| p.mode == Mode::Fast) { "fast" } else { "leader" };
+                    let mode =
+                        if self.parts.get(&w.tp).is_some_and(|p| p.mode == Mode::Fast) { "fast" } else { "leader" };
                     format!("{}:{mode}@{}+{n}", w.tp.1, w.fp.fetch_offset)
                 })
                 .collect();
-            tracing::trace!(leader = self.route.broker_id, took_ms = started.elapsed().as_millis() as u64, reported,
-                "fast replication: answered {}", parts.join(" "));
+            tracing::trace!(
+                leader = self.route.broker_id,
+                took_ms = started.elapsed().as_millis() as u64,
+                reported,
+                "fast replication: answered {}",
+                parts.join(" ")
+            );
         }
         self.update_gauges();
         encode_response(header.correlation_id, version, &resp, &self.route.peer)
@@ -399,7 +407,10 @@ impl Session {
                 // the fast tier should get there: wait for it, unless the leader has had data there for
                 // longer than max.lag.ms (or the stream has delivered nothing for that long)
                 let waiting = |part: &mut Part, reason: &mut Option<(&'static str, Metric)>| match part.leader_ahead {
-                    Some((t, _)) if now.duration_since(t) > self.ctx.cfg.max_lag || (stalled && now.duration_since(t) > self.ctx.cfg.max_lag / 2) => {
+                    Some((t, _))
+                        if now.duration_since(t) > self.ctx.cfg.max_lag
+                            || (stalled && now.duration_since(t) > self.ctx.cfg.max_lag / 2) =>
+                    {
                         *reason = Some(("lag", Metric::ReplFallbackLag));
                         Mode::Leader
                     }
@@ -419,7 +430,8 @@ impl Session {
             if before == Mode::Fast && next == Mode::Leader {
                 if let Some((why, metric)) = reason {
                     part.cooldown_until = Some(now + self.ctx.cfg.retry);
-                    let ahead_ms = part.leader_ahead.take().map_or(-1, |(t, _)| now.duration_since(t).as_millis() as i64);
+                    let ahead_ms =
+                        part.leader_ahead.take().map_or(-1, |(t, _)| now.duration_since(t).as_millis() as i64);
                     self.ctx.metrics.inc(metric);
                     let held = self.stream.held(&w.tp);
                     let (_, _, _, next_seq) = self.stream.stats();
@@ -461,8 +473,10 @@ impl Session {
 
     /// Whether the leader must hear the FAST partitions' offsets now, and how.
     fn report_due(&self, wants: &[Want]) -> Due {
-        let fast: Vec<(&Want, &Part)> =
-            wants.iter().filter_map(|w| self.parts.get(&w.tp).filter(|p| p.mode == Mode::Fast).map(|p| (w, p))).collect();
+        let fast: Vec<(&Want, &Part)> = wants
+            .iter()
+            .filter_map(|w| self.parts.get(&w.tp).filter(|p| p.mode == Mode::Fast).map(|p| (w, p)))
+            .collect();
         if fast.is_empty() {
             return Due::No;
         }
@@ -503,7 +517,8 @@ impl Session {
                 self.parts.get(&w.tp).is_some_and(|p| {
                     p.mode == Mode::Fast
                         && p.reported != Some(w.fp.fetch_offset)
-                        && (self.refreshes_caught_up(w, p) || p.last_good.is_some_and(|t| t.elapsed() < CAUGHT_UP_REFRESH))
+                        && (self.refreshes_caught_up(w, p)
+                            || p.last_good.is_some_and(|t| t.elapsed() < CAUGHT_UP_REFRESH))
                 })
             })
             .collect()
@@ -536,7 +551,13 @@ impl Session {
     }
 
     /// A sessionless fetch like `req`, of `partitions` (with their own max bytes or `max_bytes_override`).
-    fn request_like(req: &FetchRequest, partitions: &[&Want], max_wait: i32, min_bytes: i32, max_bytes_override: Option<i32>) -> FetchRequest {
+    fn request_like(
+        req: &FetchRequest,
+        partitions: &[&Want],
+        max_wait: i32,
+        min_bytes: i32,
+        max_bytes_override: Option<i32>,
+    ) -> FetchRequest {
         let mut topics: Vec<FetchTopic> = Vec::new();
         for w in partitions {
             let src = &req.topics[w.topic];
@@ -547,7 +568,10 @@ impl Session {
             match topics.last_mut().filter(|t| t.topic_id == src.topic_id && t.topic == src.topic) {
                 Some(t) => t.partitions.push(fp),
                 None => topics.push(
-                    FetchTopic::default().with_topic(src.topic.clone()).with_topic_id(src.topic_id).with_partitions(vec![fp]),
+                    FetchTopic::default()
+                        .with_topic(src.topic.clone())
+                        .with_topic_id(src.topic_id)
+                        .with_partitions(vec![fp]),
                 ),
             }
         }
@@ -575,7 +599,8 @@ impl Session {
             self.mark_reported(w);
         }
         let body = Self::request_like(req, &fast, 0, 0, Some(0));
-        let frame = encode_request(FETCH, version, header.correlation_id, header.client_id.clone(), &body, &self.route.peer)?;
+        let frame =
+            encode_request(FETCH, version, header.correlation_id, header.client_id.clone(), &body, &self.route.peer)?;
         let conn = self.conn(true).await?;
         let answer = conn.call(&frame, REPORT_TIMEOUT).await?;
         let (_, resp): (_, FetchResponse) = decode_response(&answer, version, &self.route.peer)?;
@@ -591,11 +616,8 @@ impl Session {
                 let epoch = fast.iter().find(|w| w.tp == tp).map_or(-1, |w| w.fp.current_leader_epoch);
                 let records = pd.records.clone().unwrap_or_default();
                 self.ctx.metrics.add(Metric::ReplReportBytes, records.len() as i64);
-                let look = if records.is_empty() {
-                    None
-                } else {
-                    Some(self.stream.lookup(&tp, epoch, offset, records.len()))
-                };
+                let look =
+                    if records.is_empty() { None } else { Some(self.stream.lookup(&tp, epoch, offset, records.len())) };
                 let Some(part) = self.parts.get_mut(&tp) else { continue };
                 if pd.error_code != NONE || pd.diverging_epoch.epoch >= 0 {
                     let mut e = pd.clone();
@@ -657,12 +679,23 @@ impl Session {
         }
         let body = Self::request_like(req, &fast, SILENT_WAIT_MS, i32::MAX, Some(0));
         let sent = async {
-            let frame = encode_request(FETCH, version, header.correlation_id, header.client_id.clone(), &body, &self.route.peer)?;
+            let frame = encode_request(
+                FETCH,
+                version,
+                header.correlation_id,
+                header.client_id.clone(),
+                &body,
+                &self.route.peer,
+            )?;
             let addr = tokio::net::lookup_host(&self.route.target)
                 .await
                 .map_err(|e| super::wire::net("resolve", &self.route.peer, e))?
                 .next()
-                .ok_or_else(|| Error::Network { op: "resolve", peer: self.route.peer.clone(), detail: "no address".into() })?;
+                .ok_or_else(|| Error::Network {
+                    op: "resolve",
+                    peer: self.route.peer.clone(),
+                    detail: "no address".into(),
+                })?;
             let mut sock = tokio::time::timeout(self.ctx.connect_timeout, tokio::net::TcpStream::connect(addr))
                 .await
                 .map_err(|_| Error::Network { op: "connect", peer: self.route.peer.clone(), detail: "timeout".into() })?
@@ -705,7 +738,13 @@ impl Session {
         }
     }
 
-    async fn start_data_fetch(&mut self, header: &RequestHeader, req: &FetchRequest, version: i16, wants: &[Want]) -> Result<()> {
+    async fn start_data_fetch(
+        &mut self,
+        header: &RequestHeader,
+        req: &FetchRequest,
+        version: i16,
+        wants: &[Want],
+    ) -> Result<()> {
         if self.inflight.is_some() {
             return Ok(());
         }
@@ -717,7 +756,8 @@ impl Session {
             return Ok(());
         }
         let body = Self::request_like(req, &leader, req.max_wait_ms, req.min_bytes, None);
-        let frame = encode_request(FETCH, version, header.correlation_id, header.client_id.clone(), &body, &self.route.peer)?;
+        let frame =
+            encode_request(FETCH, version, header.correlation_id, header.client_id.clone(), &body, &self.route.peer)?;
         let conn = self.conn(false).await?;
         let rx = conn.send(&frame).await?;
         let wait = Duration::from_millis(req.max_wait_ms.clamp(0, 30_000) as u64);
@@ -774,7 +814,10 @@ impl Session {
                 return false; // nothing to answer for it yet
             }
             let valid = p.validated_epoch == Some(w.fp.current_leader_epoch);
-            something |= p.pending.as_ref().is_some_and(|pd| pd.records.as_ref().is_some_and(|r| !r.is_empty()) || pd.error_code != NONE)
+            something |= p
+                .pending
+                .as_ref()
+                .is_some_and(|pd| pd.records.as_ref().is_some_and(|r| !r.is_empty()) || pd.error_code != NONE)
                 || p.report_err.is_some()
                 || (p.mode == Mode::Fast && p.leader_batch.as_ref().is_some_and(|b| b.0 == w.fp.fetch_offset))
                 || (p.mode == Mode::Fast
@@ -784,7 +827,10 @@ impl Session {
                         Lookup::Serve { .. }
                     ));
         }
-        something || timed_out || self.inflight.is_none() && wants.iter().any(|w| self.parts.get(&w.tp).is_some_and(|p| p.pending.is_some()))
+        something
+            || timed_out
+            || self.inflight.is_none()
+                && wants.iter().any(|w| self.parts.get(&w.tp).is_some_and(|p| p.pending.is_some()))
     }
 
     fn respond(&mut self, req: &FetchRequest, wants: &[Want]) -> FetchResponse {
@@ -815,7 +861,11 @@ impl Session {
                 let mut pd = part.last.clone().unwrap_or_default();
                 pd.records = Some(Bytes::new());
                 if part.mode == Mode::Fast && part.validated_epoch == Some(w.fp.current_leader_epoch) {
-                    let cap = if any_records { budget.min(w.fp.partition_max_bytes.max(0) as usize) } else { w.fp.partition_max_bytes.max(1) as usize };
+                    let cap = if any_records {
+                        budget.min(w.fp.partition_max_bytes.max(0) as usize)
+                    } else {
+                        w.fp.partition_max_bytes.max(1) as usize
+                    };
                     if cap > 0 {
                         let lb = part.leader_batch.take().filter(|b| b.0 == w.fp.fetch_offset);
                         if let Lookup::Serve { records, next, cut_ms } =

@@ -303,7 +303,9 @@ async fn run(
         let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.health.as_ref() != Some(&h) {
             match &h {
-                Health::Down(why) => warn!(broker_id, reason = %why, "fast replication: leader stream unavailable, followers fetch from the leader"),
+                Health::Down(why) => {
+                    warn!(broker_id, reason = %why, "fast replication: leader stream unavailable, followers fetch from the leader")
+                }
                 Health::Ok => info!(broker_id, "fast replication: following the leader's fast-tier stream"),
                 Health::Starting => {}
             }
@@ -320,7 +322,8 @@ async fn run(
             Some(r) => r,
             None => {
                 let opened = async {
-                    let tail = WalReader::open(store.clone(), &s.prefix, broker_id, StartAt::Tail, opts.clone()).await?;
+                    let tail =
+                        WalReader::open(store.clone(), &s.prefix, broker_id, StartAt::Tail, opts.clone()).await?;
                     let start = tail.position().saturating_sub(s.lookback_objects);
                     WalReader::open(store.clone(), &s.prefix, broker_id, StartAt::Seq(start), opts.clone()).await
                 }
@@ -430,7 +433,10 @@ mod tests {
         append_piece(&mut run, piece(10, 19, 1, 2));
         // the leader re-uploads from 15 with a new epoch (its log was truncated there)
         append_piece(&mut run, piece(15, 22, 2, 3));
-        assert_eq!(run.iter().map(|p| (p.first, p.last, p.epoch)).collect::<Vec<_>>(), vec![(0, 9, 1), (10, 14, 1), (15, 22, 2)]);
+        assert_eq!(
+            run.iter().map(|p| (p.first, p.last, p.epoch)).collect::<Vec<_>>(),
+            vec![(0, 9, 1), (10, 14, 1), (15, 22, 2)]
+        );
         assert_eq!(serve(lookup_in(Some(&run), 1, 10, usize::MAX)).1, 15);
         // a gap starts a new run
         append_piece(&mut run, piece(30, 31, 2, 4));

@@ -31,8 +31,8 @@ use super::wire::{
     decode_request, decode_response, encode_response, peek_request, read_frame, write_frame, API_VERSIONS, FETCH,
 };
 use crate::config::{ReplicationConfig, WalConfig, PREFIX};
-use crate::fast::{parse_topic_id, PartitionInfo};
 use crate::error::{Error, Result};
+use crate::fast::{parse_topic_id, PartitionInfo};
 use crate::metrics::{Metric, Metrics};
 use crate::store::ObjectStore;
 use crate::wal::format::topic_id_string;
@@ -59,7 +59,12 @@ impl Leader {
     fn stream(&self, metrics: &Arc<Metrics>) -> Arc<LeaderStream> {
         let mut s = self.stream.lock().unwrap_or_else(|e| e.into_inner());
         s.get_or_insert_with(|| {
-            Arc::new(LeaderStream::start(self.store.clone(), self.route.broker_id, self.settings.clone(), metrics.clone()))
+            Arc::new(LeaderStream::start(
+                self.store.clone(),
+                self.route.broker_id,
+                self.settings.clone(),
+                metrics.clone(),
+            ))
         })
         .clone()
     }
@@ -178,7 +183,14 @@ impl FastReplication {
         let mut rows: Vec<String> = st
             .iter()
             .map(|((leader, (t, p)), s)| {
-                format!("{leader}|{}|{p}|{}|{}|{}|{}", topic_id_string(t), s.source, s.fast_bytes, s.leader_bytes, s.fallbacks)
+                format!(
+                    "{leader}|{}|{p}|{}|{}|{}|{}",
+                    topic_id_string(t),
+                    s.source,
+                    s.fast_bytes,
+                    s.leader_bytes,
+                    s.fallbacks
+                )
             })
             .collect();
         rows.sort();
@@ -290,7 +302,12 @@ async fn accept_loop(listener: TcpListener, leader: Arc<Leader>, ctx: Arc<Ctx>, 
 type Answer = oneshot::Receiver<Result<Bytes>>;
 
 /// Serves one connection of this broker to `leader`.
-async fn serve(sock: TcpStream, leader: &Arc<Leader>, ctx: &Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+async fn serve(
+    sock: TcpStream,
+    leader: &Arc<Leader>,
+    ctx: &Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let peer = leader.route.peer.clone();
     let (mut rd, mut wr) = sock.into_split();
     let (tx, mut rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);

@@ -13,15 +13,16 @@ use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse,
-};
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::protocol::StrBytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
-use super::wire::{decode_request, decode_response, encode_request, encode_response, peek_request, read_frame, write_frame, API_VERSIONS, FETCH};
+use super::wire::{
+    decode_request, decode_response, encode_request, encode_response, peek_request, read_frame, write_frame,
+    API_VERSIONS, FETCH,
+};
 use super::FastReplication;
 use crate::config::{BrokerEndpoint, Config, ReplicationConfig, WalConfig};
 use crate::format::batch::testing::batch;
@@ -116,7 +117,12 @@ async fn serve_leader(s: TcpStream, st: Arc<Mutex<LeaderState>>) {
                 // Kafka reads (recording a follower's offsets) first, then parks a fetch whose min_bytes is
                 // not met until max_wait; a short nap stands in for the wait of ordinary fetches
                 let resp = answer_fetch(&st, &req);
-                let got: usize = resp.responses.iter().flat_map(|t| &t.partitions).map(|p| p.records.as_ref().map_or(0, |r| r.len())).sum();
+                let got: usize = resp
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+                    .sum();
                 if req.max_wait_ms > 0 && (got as i64) < i64::from(req.min_bytes) {
                     let wait = if req.min_bytes == i32::MAX { req.max_wait_ms } else { req.max_wait_ms.min(100) };
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
@@ -249,13 +255,17 @@ impl Follower {
             .with_max_bytes(10 << 20)
             .with_session_id(0)
             .with_session_epoch(0)
-            .with_topics(vec![FetchTopic::default().with_topic_id(TOPIC).with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_current_leader_epoch(self.epoch)
-                .with_fetch_offset(self.offset)
-                .with_last_fetched_epoch(-1)
-                .with_partition_max_bytes(64 * 1024)])]);
-        let frame = encode_request(FETCH, VERSION, self.corr, Some(StrBytes::from_static_str("replica-fetcher")), &req, "t").unwrap();
+            .with_topics(vec![FetchTopic::default().with_topic_id(TOPIC).with_partitions(vec![
+                FetchPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(self.epoch)
+                    .with_fetch_offset(self.offset)
+                    .with_last_fetched_epoch(-1)
+                    .with_partition_max_bytes(64 * 1024),
+            ])]);
+        let frame =
+            encode_request(FETCH, VERSION, self.corr, Some(StrBytes::from_static_str("replica-fetcher")), &req, "t")
+                .unwrap();
         let answer = self.call(FETCH, VERSION, frame).await;
         let (corr, resp): (_, FetchResponse) = decode_response(&answer, VERSION, "t").unwrap();
         assert_eq!(corr, self.corr);
@@ -323,7 +333,10 @@ async fn bed_with(epoch: i32, max_lag_ms: u64, keepalive_ms: u64) -> Bed {
     let mut cfg = config(leader.addr, max_lag_ms);
     cfg.keepalive = Duration::from_millis(keepalive_ms);
     let proxy_addr: SocketAddr = cfg.listen_addr(&cfg.brokers[0]).parse().unwrap();
-    let proxy = FastReplication::start(cfg, FOLLOWER, dyn_store, &wal_config(), metrics.clone(), Duration::from_secs(2)).await.unwrap();
+    let proxy =
+        FastReplication::start(cfg, FOLLOWER, dyn_store, &wal_config(), metrics.clone(), Duration::from_secs(2))
+            .await
+            .unwrap();
     Bed { leader, store, stream, proxy, metrics, proxy_addr }
 }
 
@@ -437,7 +450,7 @@ async fn other_epochs_and_different_bytes_are_never_served_from_the_fast_tier() 
     let mut b = bed(6, 10_000).await;
     let mut f = Follower::connect(b.proxy_addr, 6).await;
     f.fetch(0).await; // starts following the leader's stream
-    // a zombie-like range: the same offsets uploaded with the previous epoch and other bytes
+                      // a zombie-like range: the same offsets uploaded with the previous epoch and other bytes
     let zombie: Vec<Bytes> = (0..10).map(|o| log_batch(o, 5, 9)).collect();
     b.stream.upload(0, 0, 5, &zombie).await;
     b.leader.append(0, 10, 1);
@@ -495,7 +508,9 @@ async fn a_taken_listen_address_is_a_config_error_naming_the_key() {
     let cfg = config(leader.addr, 1000);
     let taken = TcpListener::bind(cfg.listen_addr(&cfg.brokers[0])).await.unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let e = FastReplication::start(cfg, FOLLOWER, store, &wal_config(), Arc::default(), Duration::from_secs(1)).await.unwrap_err();
+    let e = FastReplication::start(cfg, FOLLOWER, store, &wal_config(), Arc::default(), Duration::from_secs(1))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("key=rsm.config.replication.fast.bind"), "{e}");
     assert!(e.to_string().contains("broker id=7"), "{e}");
     drop(taken);
@@ -512,7 +527,7 @@ async fn partitions_kafka_says_are_in_the_fast_tier_wait_for_it_and_their_status
     b.proxy.leadership(&[], std::slice::from_ref(&info)).unwrap();
     let mut f = Follower::connect(b.proxy_addr, 5).await;
     f.fetch(1).await; // nothing anywhere yet; starts following the leader's stream
-    // the leader has data the fast tier gets a moment later, while the follower's fetch waits
+                      // the leader has data the fast tier gets a moment later, while the follower's fetch waits
     let batches = b.leader.append(1, 5, 1);
     let upload = async {
         tokio::time::sleep(Duration::from_millis(60)).await;

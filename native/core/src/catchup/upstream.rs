@@ -43,7 +43,11 @@ impl Upstream {
     pub async fn connect(addr: SocketAddr, peer: &str, timeout: Duration) -> Result<Upstream> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| Error::Network { op: "connect", peer: peer.to_string(), detail: format!("timeout={timeout:?}") })?
+            .map_err(|_| Error::Network {
+                op: "connect",
+                peer: peer.to_string(),
+                detail: format!("timeout={timeout:?}"),
+            })?
             .map_err(|e| super::wire::net("connect", peer, e))?;
         stream.set_nodelay(true).map_err(|e| super::wire::net("connect", peer, e))?;
         let (mut rd, wr) = stream.into_split();
@@ -123,11 +127,17 @@ impl Upstream {
         let rx = self.send(frame).await?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Network { op: "read", peer: self.peer.clone(), detail: "connection closed".into() }),
+            Ok(Err(_)) => {
+                Err(Error::Network { op: "read", peer: self.peer.clone(), detail: "connection closed".into() })
+            }
             Err(_) => {
                 // The connection may be wedged; callers open a new one (a late answer is dropped).
                 self.dead.store(true, Ordering::SeqCst);
-                Err(Error::Network { op: "read", peer: self.peer.clone(), detail: format!("no response within {timeout:?}") })
+                Err(Error::Network {
+                    op: "read",
+                    peer: self.peer.clone(),
+                    detail: format!("no response within {timeout:?}"),
+                })
             }
         }
     }

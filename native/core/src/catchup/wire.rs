@@ -31,7 +31,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, peer: &str) -> Result<O
             if got == 0 {
                 return Ok(None);
             }
-            return Err(Error::Network { op: "read", peer: peer.to_string(), detail: "eof inside a frame length".into() });
+            return Err(Error::Network {
+                op: "read",
+                peer: peer.to_string(),
+                detail: "eof inside a frame length".into(),
+            });
         }
         got += n;
     }
@@ -131,7 +135,8 @@ pub fn encode_request<T: Encodable>(
     let hv = request_header_version(api_key, version, peer)?;
     let mut buf = BytesMut::new();
     header.encode(&mut buf, hv).map_err(|e| proto(peer, format!("encode request header: {e}")))?;
-    body.encode(&mut buf, version).map_err(|e| proto(peer, format!("encode api_key={api_key} version={version}: {e}")))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| proto(peer, format!("encode api_key={api_key} version={version}: {e}")))?;
     Ok(buf.freeze())
 }
 
