@@ -166,6 +166,7 @@ class KafkaCluster:
         heap: str = "512m",
         node_overrides: Optional[Mapping[int, Mapping[str, Any]]] = None,
         jvm_args: Iterable[str] = (),
+        node_jvm_args: Optional[Mapping[int, Iterable[str]]] = None,
         env: Optional[Mapping[str, str]] = None,
         name: str = "kafka",
         fast_tier: bool = True,
@@ -185,6 +186,8 @@ class KafkaCluster:
         broker_overrides: server.properties entries for every node (a value None removes the key).
         rsm_config: plugin settings, with or without the "rsm.config." prefix (None removes a key).
         node_overrides: {node_id: {...}} server.properties entries for one node only.
+        node_jvm_args: {node_id: [...]} extra JVM options of one node's broker process (not of the storage
+            format tool), after jvm_args: e.g. a -javaagent listening on a port of that node's own.
         prefix: the plugin's rsm.config.prefix (default: a fresh "e2e-<random>/"; it must be empty or end in "/").
         fast_tier: False sets rsm.config.wal.enable=false (rsm_config can still override it).
         """
@@ -214,6 +217,7 @@ class KafkaCluster:
         }
         self.prefix = prefix if prefix is not None else f"e2e-{uuid.uuid4().hex[:8]}/"
         self.jvm_args = list(jvm_args)
+        self.node_jvm_args = {int(k): list(v) for k, v in (node_jvm_args or {}).items()}
         self.extra_env = dict(env or {})
         self.cluster_id = new_cluster_id()
         self._own_dir = base_dir is None
@@ -422,6 +426,8 @@ class KafkaCluster:
                 f"-Djava.rmi.server.hostname={LOOPBACK}",
             ]
         argv += self.jvm_args
+        if main == "kafka.Kafka":
+            argv += self.node_jvm_args.get(node.node_id, [])
         argv += ["-cp", self.classpath(), main] + args
         return argv
 
