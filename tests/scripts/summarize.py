@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Sums up the suites run by run-tests.sh into one closing line: "fasttier: N passed, N failed, N skipped".
 
-Arguments: the cargo test log, the Gradle JUnit XML results directory, the pytest JUnit XML file. A suite
+Arguments: the cargo test log, the Gradle JUnit XML results directory, the pytest JUnit XML file, and
+optionally the JUnit XML results directory of the Testcontainers tests (tests/scripts/docker.sh). A suite
 whose results are missing counts as one failure (a suite that did not run must not look green).
 """
 import re
@@ -41,6 +42,10 @@ def main() -> int:
         "java": junit(sorted(gradle_dir.rglob("*.xml"))) if gradle_dir.is_dir() else None,
         "e2e": junit([pytest_xml]) if pytest_xml.is_file() else None,
     }
+    if len(sys.argv) > 4:
+        tc_dir = Path(sys.argv[4])
+        tc_files = sorted(tc_dir.glob("*.xml")) if tc_dir.is_dir() else []
+        results["testcontainers"] = junit(tc_files) if tc_files else None
     total = [0, 0, 0]
     for name, r in results.items():
         if r is None:
