@@ -40,6 +40,7 @@ bench-rebuild: setup build
 	python3 tests/bench/rebuild.py
 
 bench-zones: setup build
+	cargo build --release --quiet -p fasttier-bench
 	python3 tests/bench/zones.py
 
 bench-link: setup build

@@ -60,13 +60,15 @@ def rate_name(mbit: float) -> str:
 
 
 class DelayRelay:
-    """`fasttier-bench delay-relay` inside a namespace: host:<any port> -> target, requests held `ms`.
+    """`fasttier-bench delay-relay` inside a namespace: host:<any port> -> target, requests held `ms`
+    (`extra_args`, e.g. ("--method-delay", "PUT=30"), are passed on: per-method delays, see delay_relay.rs).
     A harness ManagedProcess, so it never outlives the benchmark; its output goes to `log_path`."""
 
-    def __init__(self, argv_prefix: tuple[str, ...], host: str, target: str, ms: int, log_path: Path) -> None:
+    def __init__(self, argv_prefix: tuple[str, ...], host: str, target: str, ms: int, log_path: Path,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.proc = ManagedProcess(
             "delay-relay", list(argv_prefix) + [bench.bench_bin(), "delay-relay", "--listen", f"{host}:0",
-                                                "--target", target, "--delay-ms", str(ms)], log_path)
+                                                "--target", target, "--delay-ms", str(ms), *extra_args], log_path)
         try:
             self.address = wait_until(lambda: self._listening(log_path), 20, 0.1,
                                       f"delay-relay to {target} to print its address ({log_path})")

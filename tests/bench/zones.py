@@ -1,28 +1,53 @@
 """fasttier replication benchmark in the three-zone test bed: prints figures, asserts nothing about speed.
 Entry point: make bench-zones. What the figures mean: docs/benchmarks.md, "Replication through the fast tier".
 
-    python3 tests/bench/zones.py [--rate 3] [--secs 60] [--setups stock,fasttier,fastrepl] [--out build/bench-zones]
-    python3 tests/bench/zones.py --quick          # a smoke run: figures not meaningful
+    python3 tests/bench/zones.py                  # everything, about 30 minutes
+    python3 tests/bench/zones.py [--store-profiles none,express,standard] [--setups stock,fastrepl]
+        [--upload-intervals 10,25,50,100] [--knob-profile express] [--tuned-producer-props "batch.size=1048576 linger.ms=20"]
+        [--secs 30] [--perf-secs 20] [--rate 2] [--out build/bench-zones] [--docs]
+    python3 tests/bench/zones.py --quick          # a smoke run (about 5 minutes): figures not meaningful
+    (--docs writes the charts to docs/img/bench-zones.png and docs/img/bench-zones-latency.png)
 
 In the bed of tests/harness/zones.py (one broker per zone, MinIO in a namespace of its own, a veth pair with
-byte counters per link) the same workload runs on three clusters, one after the other, in one run:
+byte counters per link) the same workload runs on several clusters, one after the other, in one run.
+
+Store profiles (--store-profiles): how fast the object store answers, as the brokers see it. "none": MinIO on
+the bed; "express": S3-Express-like, +5 ms to the first byte of every request; "standard": S3-Standard-like,
++30 ms on PUT (and POST: multipart create/complete), +15 ms on GET, HEAD and everything else. The brokers reach
+MinIO through `fasttier-bench delay-relay` in the S3 namespace (store_link.DelayRelay; the relay follows the
+HTTP/1.1 requests and delays each by its method, see tests/bench/native/src/delay_relay.rs).
+
+Setups (--setups), each run per store profile:
 
   stock     stock replication, slow tier only: the plugin loaded as RSM + RLMM, rsm.config.wal.enable=false
-  fasttier  slow tier + fast tier (the leaders upload their active segments), stock replication
+  fasttier  slow tier + fast tier (the leaders upload their active segments), stock replication (optional)
   fastrepl  replication through the fast tier: every follower's replica fetches go to fasttier's proxy inside
             it (KafkaCluster(fast_replication=True)): record bytes from the leaders' fast-tier streams, only
-            offsets to the leaders
+            offsets to the leaders; with --notify-port auto (and a plugin build that has the setting) the
+            followers learn of new objects from rsm.config.replication.fast.notify.port instead of polling
 
 Workload per cluster: topic `bulk` (12 partitions, 4 led by each broker, RF=3, min.insync.replicas=2,
 remote.storage.enable=true, 8 MiB segments) written by a rate-limited, throughput-oriented producer (acks=all,
 batch.size --batch-bytes, linger.ms 20, incompressible 1 KiB values) for --secs; topic `probe` (3 partitions,
 one per leader, same settings) written by two latency probes (acks=1 and acks=all, linger.ms 0, 100 B values,
---probe-rate records/s each) and read by a consumer (end-to-end latency: record CreateTime -> poll returns it).
-Phases: warm-up (not reported); idle (nothing produced: the cross-zone background); probe alone; bulk + probe
-(the measured window runs from the start of the bulk producer until every replica of every partition holds
-the same bytes). Per setup: cross-zone bytes per produced byte (gross; net of the idle background), bytes on
-the S3 links, MinIO's requests and bytes per bucket (slow tier bucket, fast tier bucket), latencies, CPU, the
-plugin's replication metrics, and the cost per GB produced at the prices below.
+--probe-rate records/s each) and read by a consumer (end-to-end latency: record CreateTime -> poll returns it);
+topics `perf-az1..3` (4 partitions each, all led by that zone's broker, same settings) written by Kafka's own
+producer perf tool (org.apache.kafka.tools.ProducerPerformance from the cluster's Kafka jars, one JVM per zone
+inside the zone's namespace, to its own zone's leader: --throughput -1, --record-size 1024, every producer
+setting at Kafka's default (acks=all, idempotence, batch.size 16 KiB, linger.ms 5), then again with
+--tuned-producer-props, the documented settings).
+Phases: warm-up (not reported); idle (nothing produced: the cross-zone background, the store's requests at
+rest); probe alone; bulk + probe (the measured window runs from the start of the bulk producer until every
+replica of every partition holds the same bytes); perf test at Kafka's defaults; perf test with the documented
+settings. Per run: cross-zone bytes per produced byte (gross; net of the idle background), bytes on the S3
+links, MinIO's requests and bytes per bucket (slow tier bucket, fast tier bucket), latencies, CPU, the
+plugin's replication metrics, the breakdown of the acks=all round trip from the plugin's counters
+(<stage>-ms-total / <stage>-count; n/a while a plugin build does not export them), and the cost per GB
+produced at the prices of s3costs.py.
+
+The cost knob (--upload-intervals): one more fastrepl cluster per value of rsm.config.wal.upload.interval.ms,
+in --knob-profile, with idle, probe alone and the perf test at Kafka's defaults; its $/GB at 10 MB/s per broker
+(see cost_at_rate) against the probe's acks=all latency is the second chart.
 """
 
 from __future__ import annotations
@@ -31,6 +56,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,7 +72,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
 from ratelimited import produce_at_rate  # noqa: E402
-from s3costs import PRICES, bucket_delta, minio_buckets  # noqa: E402
+from s3costs import PRICES, bucket_delta, minio_buckets as _minio_buckets  # noqa: E402
 
 MB = 1_000_000
 GB = 1 << 30  # AWS bills per GB of 2^30 bytes
@@ -59,6 +85,34 @@ VALUE_BYTES = 1024
 PROBE_VALUE_BYTES = 100
 SLOW_BUCKET = "bzones-slow"
 WAL_BUCKET = "bzones-wal"
+
+PERF = "perf"
+PERF_PARTITIONS = 4
+COST_MBPS_PER_BROKER = 10.0
+
+# The store's latency as the brokers see it (delay relay in front of MinIO, tests/bench/native/src/delay_relay.rs):
+# ms added to the first byte of every request; "methods" overrides the default per HTTP method.
+PROFILES = {
+    "none": {"label": "MinIO on the bed", "short": "MinIO", "default_ms": 0, "methods": {}},
+    "express": {"label": "S3-Express-like: +5 ms on every request", "short": "Express-like", "default_ms": 5,
+                "methods": {}},
+    "standard": {"label": "S3-Standard-like: +30 ms on PUT and POST, +15 ms on GET, HEAD and others",
+                 "short": "Standard-like", "default_ms": 15, "methods": {"PUT": 30, "POST": 30}},
+}
+
+# One acks=all round trip through the fast tier, as the plugin times it: (stage, what, where). Each stage is a
+# pair of counters <stage>-ms-total and <stage>-count; missing ones are shown as n/a.
+STAGES = [
+    ("roundtrip-upload-wait", "data appended -> its upload starts", "leader"),
+    ("roundtrip-upload-put", "PUT", "leader"),
+    ("roundtrip-learn", "upload start -> follower knows the object (PUT + notification)", "follower"),
+    ("roundtrip-get", "GET + verification", "follower"),
+    ("roundtrip-serve", "object in cache -> held replica fetch answered", "follower"),
+    ("roundtrip-append", "answer -> follower's next fetch (its append)", "follower"),
+    ("roundtrip-report", "that fetch -> offsets written to the leader", "follower"),
+]
+ROUND_TRIP = ["roundtrip-upload-wait", "roundtrip-learn", "roundtrip-get", "roundtrip-serve", "roundtrip-append",
+              "roundtrip-report"]
 
 SETUPS = {
     "stock": {"label": "stock replication, slow tier only", "fast_tier": False, "fast_replication": False},
@@ -251,6 +305,21 @@ def cpu_pct(a: dict, b: dict) -> dict:
             "bench_forwarders": round(100 * (b["bench"] - a["bench"]) / span, 1)}
 
 
+MINIO_METRICS_CACHE_SECS = 10.5  # MinIO answers its metrics from a cache refreshed on the first read 10 s after the last
+_minio_read = [-1e9]
+
+
+def minio_buckets(s3) -> dict:
+    """s3costs.minio_buckets, always fresh: MinIO computes its bucket metrics on a read at least 10 s after the
+    previous computation and answers from that cache in between, so a read sooner than that waits."""
+    wait = _minio_read[0] + MINIO_METRICS_CACHE_SECS - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    out = _minio_buckets(s3)
+    _minio_read[0] = time.monotonic()
+    return out
+
+
 def plugin_metrics(kc) -> list[dict[str, float]]:
     from harness.jmx import Jmx
 
@@ -306,39 +375,310 @@ def cost(r: dict) -> dict:
     return c
 
 
+# ---------------------------------------------------------------------------------------------- store profiles
+
+def start_relay(z, s3, profile: str, work: Path):
+    """The delay relay of a store profile in the S3 namespace in front of MinIO (store_link.DelayRelay),
+    or None for "none" (the brokers reach MinIO directly)."""
+    from store_link import DelayRelay
+
+    p = PROFILES[profile]
+    if not p["default_ms"] and not p["methods"]:
+        return None
+    extra = tuple(x for m, ms in p["methods"].items() for x in ("--method-delay", f"{m}={ms}"))
+    log_path = work / f"delay-relay-{profile}.log"
+    relay = DelayRelay(tuple(z.exec_prefix("s3")), z.s3_addr, f"{z.s3_addr}:{s3.port}", p["default_ms"], log_path,
+                       extra)
+    relay.log_path = log_path
+    return relay
+
+
+def relay_stats(relay) -> dict | None:
+    """The relay's last request counts (it prints them every 10 s when they changed)."""
+    if relay is None:
+        return None
+    last = None
+    for line in relay.log_path.read_text().splitlines():
+        if line.startswith('{"stats"'):
+            last = json.loads(line)["stats"]
+    return last
+
+
+def plugin_knows(key: str) -> bool:
+    """Whether the pinned plugin build has the setting `key` (its name is in the native library): a key the
+    plugin does not know in its own namespace stops the broker."""
+    lib = Path(os.environ.get("FASTTIER_PLUGIN_DIR", str(REPO / "build" / "plugin"))) / "libfasttier_jni.so"
+    try:
+        return key.encode() in lib.read_bytes()
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- round trip
+
+def breakdown(before: list[dict], after: list[dict]) -> dict:
+    """{stage: {"ms_total", "count", "mean_ms"} or None when the plugin does not export the stage}: the
+    deltas of <stage>-ms-total and <stage>-count summed over all brokers (leader stages are counted on the
+    leaders, follower stages on the followers)."""
+    out: dict = {}
+    for stage, _, _ in STAGES:
+        tk, ck = f"{stage}-ms-total", f"{stage}-count"
+        if not any(tk in m and ck in m for m in after):
+            out[stage] = None
+            continue
+        dt = sum(m.get(tk, 0.0) - b.get(tk, 0.0) for b, m in zip(before, after))
+        dc = sum(m.get(ck, 0.0) - b.get(ck, 0.0) for b, m in zip(before, after))
+        out[stage] = {"ms_total": dt, "count": dc, "mean_ms": round(dt / dc, 2) if dc > 0 else None}
+    return out
+
+
+def stage_mean(b: dict | None, stage: str) -> float | None:
+    v = (b or {}).get(stage)
+    return v["mean_ms"] if v else None
+
+
+def round_trip_sum(b: dict | None) -> float | None:
+    """wait for upload + follower learns (the PUT included) + GET + serve + append + report."""
+    vals = [stage_mean(b, st) for st in ROUND_TRIP]
+    return None if any(v is None for v in vals) else round(sum(vals), 1)
+
+
+def fmt_ms(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+
+def describe_breakdown(key: str, what: str, b: dict) -> None:
+    log(f"[{key}]   round trip ({what}), mean ms: " + ", ".join(
+        f"{stage.removeprefix('roundtrip-')} {fmt_ms(stage_mean(b, stage))}" for stage, _, _ in STAGES)
+        + f"; sum {fmt_ms(round_trip_sum(b))}")
+
+
+# ---------------------------------------------------------------------------------------------- perf test
+
+def perf_topics(kc) -> dict[str, list[list[int]]]:
+    """One topic per zone, all of its partitions led by that zone's broker: each zone's producer writes to
+    leaders in its own zone, so its own bytes cross no zone and the cross-zone counters see replication
+    only."""
+    n = kc.n
+    return {f"{PERF}-az{i + 1}": [[i, (i + 1) % n, (i + 2) % n], [i, (i + 2) % n, (i + 1) % n]] * (PERF_PARTITIONS // 2)
+            for i in range(n)}
+
+
+_PERF_LINE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
+                        r"([\d.]+) ms max latency")
+
+
+def perf_phase(kc, z, s3, a, key: str, variant: str, props: dict, m_before: list[dict]) -> tuple[dict, list[dict]]:
+    """Kafka's own producer perf tool (org.apache.kafka.tools.ProducerPerformance from the cluster's Kafka
+    jars), one per zone, run inside the zone's namespace (`ip netns exec`) against its zone's broker (BROKER
+    listener, names from set_hosts), --throughput -1, --record-size a.perf_record_size, every producer
+    setting at Kafka's default but `props`, for a.perf_secs from the moment every one of them has appended
+    something (JVM start and metadata not counted); then until every replica is equal. MB/s = bytes appended
+    to the leaders' logs over the steady part (after the first third of a.perf_secs, at most 5 s)."""
+    from bench import load_note
+    from harness import wait_until
+    from harness.kafka import LOG4J2_CONFIG, java_bin, kafka_libs
+
+    topics = perf_topics(kc)
+    tsizes = {t: len(v) for t, v in topics.items()}
+    leader = {t: v[0][0] for t, v in topics.items()}
+    secs = a.perf_secs
+    warm = min(5.0, secs / 3)
+    log(f"[{key}] producer perf test ({variant}: {' '.join(f'{k}={v}' for k, v in props.items()) or 'Kafka defaults'}), "
+        f"--throughput -1, one per zone: {secs:.0f} s")
+
+    def appended(sizes) -> int:
+        return sum(v[leader[t]] for (t, _), v in sizes.items())
+
+    load0 = load_note({n.proc.pid for n in kc.nodes})
+    before = log_bytes(kc, tsizes)
+    sizes0 = appended(before)
+    wb = minio_buckets(s3)
+    z.reset_counters()
+    cp = ":".join(str(j) for j in sorted(kafka_libs(kc.version).glob("*.jar")))
+    procs, outs = [], []
+    t_start = time.monotonic()
+    for i, node in enumerate(kc.nodes):
+        out = kc.base_dir / f"perf-{variant}-{i}.out"
+        outs.append(out)
+        argv = z.exec_prefix(i) + [
+            java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dfasttier.test.log.file={kc.base_dir}/perf-{variant}-{i}.log", "-cp", cp,
+            "org.apache.kafka.tools.ProducerPerformance", "--topic", f"{PERF}-az{i + 1}", "--num-records", str(10 ** 12),
+            "--record-size", str(a.perf_record_size), "--throughput", "-1",
+            "--producer-props", f"bootstrap.servers={node.name}:{node.broker_port}",
+            *[f"{k}={v}" for k, v in props.items()]]
+        with open(out, "w") as f:
+            procs.append(subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT))
+    try:
+        # the clock starts when every producer has appended something (JVM start and metadata not counted)
+        def writing() -> bool:
+            sizes = log_bytes(kc, tsizes)
+            grown = {t for (t, p), v in sizes.items() if v[leader[t]] > before[(t, p)][leader[t]]}
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("perf tool exited: " + " | ".join(o.read_text()[-1500:] for o in outs))
+            return grown == set(topics)
+
+        wait_until(writing, 120, 0.25, "every perf tool to write")
+        t0 = time.monotonic()
+        time.sleep(max(0.0, t0 + warm - time.monotonic()))
+        b_w = minio_buckets(s3)
+        s_w, t_w = appended(log_bytes(kc, tsizes)), time.monotonic()
+        time.sleep(max(0.0, t0 + secs - time.monotonic()))
+        b_e = minio_buckets(s3)
+        s_e, t_e = appended(log_bytes(kc, tsizes)), time.monotonic()
+        dead = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"perf tool exited early {dead}: " + " | ".join(
+                outs[i].read_text()[-1500:] for i, _ in dead))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+    kc.check_alive()
+    catch_up, sizes1 = wait_same_size(kc, tsizes, stable=a.stable_secs)
+    c = z.counters()
+    elapsed = time.monotonic() - t_start
+    wa = minio_buckets(s3)
+    m_after = plugin_metrics(kc) if kc.fast_tier else [{} for _ in kc.nodes]
+    produced = appended(sizes1) - sizes0
+    steady = t_e - t_w
+    busy = bucket_delta(b_w, b_e, WAL_BUCKET)
+    windows = []
+    for out in outs:
+        for line in out.read_text().splitlines():
+            m = _PERF_LINE.search(line)
+            if m:
+                windows.append({"records_per_sec": float(m.group(2)), "mbps": float(m.group(3)),
+                                "avg_ms": float(m.group(4)), "max_ms": float(m.group(5))})
+    cross = z.cross_zone_bytes(c)
+    res = {
+        "props": props, "secs": round(t_e - t0, 1), "start_secs": round(t0 - t_start, 1),
+        "steady_secs": round(steady, 1),
+        "mbps": round((s_e - s_w) / steady / MB, 2) if steady > 0 else math.nan,
+        "tool_windows": len(windows),
+        "tool_avg_latency_ms": round(sum(w["avg_ms"] for w in windows) / len(windows), 1) if windows else math.nan,
+        "tool_max_latency_ms": max((w["max_ms"] for w in windows), default=math.nan),
+        "produced_bytes": produced, "window_secs": round(elapsed, 1), "catch_up_secs": round(catch_up, 1),
+        "cross_zone_bytes": cross, "cross_per_produced": cross / produced if produced else math.nan,
+        "s3_link_bytes": z.s3_bytes(c),
+        "wal_busy": {"put_per_sec": round(busy["put_class"] / steady, 2), "get_per_sec": round(busy["get_class"] / steady, 2),
+                     "requests": busy["requests"]},
+        "wal_bucket": bucket_delta(wb, wa, WAL_BUCKET),
+        "slow_bucket": bucket_delta(wb, wa, SLOW_BUCKET),
+        "breakdown": breakdown(m_before, m_after),
+        "load_before": load0,
+    }
+    log(f"[{key}]   {variant}: {res['mbps']} MB/s appended (steady {res['steady_secs']} s; the tool's windows: avg "
+        f"latency {res['tool_avg_latency_ms']} ms, max {res['tool_max_latency_ms']} ms); produced {produced / MB:.1f} MB, "
+        f"cross-zone {res['cross_per_produced']:.4f} x produced; fast-tier bucket busy PUT/GET per s "
+        f"{res['wal_busy']['put_per_sec']} / {res['wal_busy']['get_per_sec']}")
+    describe_breakdown(key, f"perf {variant}", res["breakdown"])
+    return res, m_after
+
+
+def cost_at_rate(run: dict, mbps_per_broker: float) -> dict:
+    """$ per GB produced when every broker leads `mbps_per_broker` MB/s, from a run's perf test at Kafka's
+    defaults (data always waiting, as at that rate):
+      fast-tier PUTs per broker per s = max(1000 / max(upload interval, mean PUT ms), measured per broker):
+        the knob bounds PUTs when data is always waiting; never below what was measured;
+      fast-tier GET-class requests = PUTs x the GET-per-PUT ratio measured in the busy window;
+      per-byte terms (S3 Express upload/retrieval, cross-zone transfer, S3 Standard requests of the slow
+        tier) as measured per produced byte over the perf test (its catch-up included)."""
+    perf = run["perf"]["default"]
+    produced = perf["produced_bytes"]
+    busy = perf["wal_busy"]
+    if produced <= 0:
+        return {}
+    measured = busy["put_per_sec"] / 3
+    put_ms = stage_mean(perf["breakdown"], "roundtrip-upload-put") or 0.0
+    interval = run.get("upload_interval_ms")
+    bound = 1000.0 / max(interval, put_ms, 1.0) if interval is not None else 0.0
+    puts = max(bound, measured)
+    gets = puts * (busy["get_per_sec"] / busy["put_per_sec"]) if busy["put_per_sec"] else 0.0
+    gb_per_sec = mbps_per_broker * MB / GB
+    w, s = perf["wal_bucket"], perf["slow_bucket"]
+    gb = produced / GB
+    c = {
+        "puts_per_broker_per_sec": round(puts, 2), "gets_per_broker_per_sec": round(gets, 2),
+        "express_requests": (puts * PRICES["express_put_per_1000"] + gets * PRICES["express_get_per_1000"]) / 1000
+        / gb_per_sec,
+        "express_transfer": (w["received_bytes"] * PRICES["express_upload_per_gb"]
+                             + w["sent_bytes"] * PRICES["express_retrieval_per_gb"]) / GB / gb,
+        "cross_zone": perf["cross_per_produced"] * PRICES["cross_zone_per_gb"],
+        "standard_requests": (s["put_class"] * PRICES["standard_put_per_1000"]
+                              + s["get_class"] * PRICES["standard_get_per_1000"]) / 1000 / gb,
+    }
+    c["total"] = c["express_requests"] + c["express_transfer"] + c["cross_zone"] + c["standard_requests"]
+    return c
+
+
 # ---------------------------------------------------------------------------------------------- one setup
 
-def run_setup(key: str, z, s3, work: Path, a) -> dict:
+def run_setup(key: str, z, s3, work: Path, a, profile: str = "none", endpoint: str | None = None,
+              relay=None, upload_interval_ms: int | None = None, knob: bool = False) -> dict:
+    """One cluster of setup `key` with the store reached at `endpoint` (the delay relay of `profile`, or
+    MinIO itself). knob=False: every phase (warm-up, idle, probe alone, bulk + probe, producer perf test at
+    Kafka's defaults and at the documented settings). knob=True (a run of the cost-knob sweep): idle, probe
+    alone, perf test at Kafka's defaults."""
     from bench import load_note
     from harness import KafkaCluster
     from harness.zones import Zones
 
     setup = SETUPS[key]
-    rsm = {"wal.bucket": WAL_BUCKET, "wal.upload.interval.ms": a.upload_interval_ms,
-           "replication.fast.poll.ms": a.poll_ms}
-    kc = KafkaCluster(3, version=a.version, plugin=True, s3=s3, zones=z, name=f"bzones-{key}",
-                      base_dir=work / key, rsm_config=rsm, fast_tier=setup["fast_tier"],
+    interval = upload_interval_ms if upload_interval_ms is not None else a.upload_interval_ms
+    rsm = {"wal.bucket": WAL_BUCKET}
+    if interval is not None:
+        rsm["wal.upload.interval.ms"] = interval
+    if a.poll_ms is not None:
+        rsm["replication.fast.poll.ms"] = a.poll_ms
+    if setup["fast_replication"] and a.notify_port_value:
+        rsm["replication.fast.notify.port"] = a.notify_port_value
+    if endpoint:
+        rsm["s3.endpoint"] = endpoint
+    run_name = f"{key}-{profile}" + (f"-knob{interval}" if knob else "")
+    tag = f"{key}/{profile}" + (f"/interval {interval}" if knob else "")
+    kc = KafkaCluster(3, version=a.version, plugin=True, s3=s3, zones=z, name=f"bzones-{run_name}",
+                      base_dir=work / run_name, rsm_config=rsm, fast_tier=setup["fast_tier"],
                       fast_replication=setup["fast_replication"], jmx=True)
-    r: dict = {"setup": key, "label": setup["label"], "rsm_config": rsm}
+    r: dict = {"setup": key, "profile": profile, "upload_interval_ms": interval, "knob": knob,
+               "label": f"{setup['label']} [{PROFILES[profile]['short']}]", "rsm_config": rsm}
     keep = bool(os.environ.get("FASTTIER_KEEP_TMP"))
+    key = tag  # log prefix
     try:
-        log(f"[{key}] {setup['label']}: starting 3 brokers (Kafka {kc.version}, -Xmx{kc.heap})")
+        log(f"[{key}] {setup['label']}, store {PROFILES[profile]['label']}: starting 3 brokers (Kafka {kc.version}, "
+            f"-Xmx{kc.heap})")
         kc.start()
         topic_config = {"remote.storage.enable": "true", "min.insync.replicas": 2, "segment.bytes": 8 << 20}
-        kc.create_topic(BULK, config=topic_config, replica_assignment=ASSIGNMENT)
+        if not knob:
+            kc.create_topic(BULK, config=topic_config, replica_assignment=ASSIGNMENT)
         kc.create_topic(PROBE, config=topic_config, replica_assignment=PROBE_ASSIGNMENT)
-        kc.wait_for_isr(BULK, 3)
-        kc.wait_for_isr(PROBE, 3)
-        topics = {BULK: PARTITIONS, PROBE: len(PROBE_ASSIGNMENT)}
+        for t, assignment in perf_topics(kc).items():
+            kc.create_topic(t, config=topic_config, replica_assignment=assignment)
+        for t in ([] if knob else [BULK]) + [PROBE] + list(perf_topics(kc)):
+            kc.wait_for_isr(t, 3)
+        topics = {PROBE: len(PROBE_ASSIGNMENT), **({} if knob else {BULK: PARTITIONS})}
         own = {n.proc.pid for n in kc.nodes}
+        for i, node in enumerate(kc.nodes):  # names for the perf tool inside the zones (BROKER listener)
+            z.set_hosts(i, {n.name: n.host for n in kc.nodes})
 
-        log(f"[{key}] warm-up: {a.warmup_secs:.0f} s of bulk + probe (not reported)")
-        probe = child("probe", kc, a.warmup_secs, a)
-        bulk = child("bulk", kc, a.warmup_secs, a)
-        result_of(bulk, "warm-up producer", a.warmup_secs + 400)
-        result_of(probe, "warm-up probe", a.warmup_secs + 200)
-        wait_same_size(kc, topics)
-        time.sleep(5)
+        if not knob:
+            log(f"[{key}] warm-up: {a.warmup_secs:.0f} s of bulk + probe (not reported)")
+            probe = child("probe", kc, a.warmup_secs, a)
+            bulk = child("bulk", kc, a.warmup_secs, a)
+            result_of(bulk, "warm-up producer", a.warmup_secs + 400)
+            result_of(probe, "warm-up probe", a.warmup_secs + 200)
+        else:
+            log(f"[{key}] warm-up: {a.warmup_secs:.0f} s of probe (not reported)")
+            result_of(child("probe", kc, a.warmup_secs, a), "warm-up probe", a.warmup_secs + 200)
+        wait_same_size(kc, topics, stable=a.stable_secs)
+        time.sleep(2 if a.quick else 5)
 
         log(f"[{key}] idle: {a.idle_secs:.0f} s, nothing produced")
         r["load_before_idle"] = load_note(own)
@@ -358,80 +698,101 @@ def run_setup(key: str, z, s3, work: Path, a) -> dict:
             "slow_bucket": bucket_delta(wb, wa, SLOW_BUCKET),
             "cpu_pct": cpu_pct(cb, ca),
         }
+        w = r["idle"]["wal_bucket"]
+        r["idle"]["wal_requests_per_sec"] = round((w["put_class"] + w["get_class"]) / idle_secs, 2)
         log(f"[{key}]   cross-zone {r['idle']['cross_zone_bytes_per_sec'] / 1e3:.1f} kB/s, S3 links "
             f"{r['idle']['s3_bytes_per_sec'] / 1e3:.1f} kB/s, WAL bucket requests {r['idle']['wal_bucket']['requests']}, "
             f"CPU {r['idle']['cpu_pct']}")
 
         log(f"[{key}] probe alone: {a.probe_alone_secs:.0f} s")
         r["load_before_probe_alone"] = load_note(own)
+        # the plugin's counters (JMX: a JVM per broker and read) only where the plugin has any to show
+        jmx = (lambda: plugin_metrics(kc)) if setup["fast_tier"] else (lambda: [{} for _ in kc.nodes])
+        m_idle = jmx()
         r["probe_alone"] = result_of(child("probe", kc, a.probe_alone_secs, a), "probe", a.probe_alone_secs + 200)
+        m_probe = jmx()
+        r["breakdown_alone"] = breakdown(m_idle, m_probe)
         describe_probe(key, r["probe_alone"])
+        describe_breakdown(key, "probe alone", r["breakdown_alone"])
 
-        log(f"[{key}] bulk {a.rate} MB/s + probe: {a.secs:.0f} s")
-        m_before = plugin_metrics(kc)
-        r["load_before_bulk"] = load_note(own)
-        sizes0 = log_bytes(kc, topics)
-        wb, cb = minio_buckets(s3), cpu_now(kc, s3)
-        z.reset_counters()
-        t0 = time.monotonic()
-        probe = child("probe", kc, a.secs, a)
-        bulk = child("bulk", kc, a.secs, a)
-        r["producer"] = result_of(bulk, "bulk producer", a.secs + 400)
-        produce_done = time.monotonic() - t0
-        r["probe_bulk"] = result_of(probe, "probe", a.secs + 200)
-        catch_up, sizes1 = wait_same_size(kc, topics)
-        cd = z.counters(directed=True)
-        c = {(x, y): cd.get((x, y), 0) + cd.get((y, x), 0) for x, y in z.links}
-        elapsed = time.monotonic() - t0
-        wa, ca = minio_buckets(s3), cpu_now(kc, s3)
-        r["load_after_bulk"] = load_note(own)
-        m_after = plugin_metrics(kc)
-        produced = sum(sizes1[k][0] - sizes0[k][0] for k in sizes1)
-        cross = z.cross_zone_bytes(c)
-        net = max(0.0, cross - r["idle"]["cross_zone_bytes_per_sec"] * elapsed)
-        s3_up = sum(v for (x, y), v in cd.items() if y == "s3")
-        s3_down = sum(v for (x, y), v in cd.items() if x == "s3")
-        r.update({
-            "window_secs": round(elapsed, 1),
-            "produce_secs": round(produce_done, 1),
-            "catch_up_secs": round(catch_up, 1),
-            "produced_bytes": produced,
-            "bulk_bytes": sum(sizes1[k][0] - sizes0[k][0] for k in sizes1 if k[0] == BULK),
-            "cross_zone_bytes": cross,
-            "cross_zone_net_bytes": net,
-            "cross_per_produced": cross / produced if produced else math.nan,
-            "net_per_produced": net / produced if produced else math.nan,
-            "s3_link_bytes": z.s3_bytes(c),
-            "s3_up_bytes": s3_up,
-            "s3_down_bytes": s3_down,
-            "links": {f"{x}-{y}": v for (x, y), v in c.items()},
-            "links_text": Zones.format_counters(c),
-            "wal_bucket": bucket_delta(wb, wa, WAL_BUCKET),
-            "slow_bucket": bucket_delta(wb, wa, SLOW_BUCKET),
-            "cpu_pct": cpu_pct(cb, ca),
-            "isr": {p: s["isr"] for p, s in kc.partition_state(BULK).items()},
-        })
-        # byte-identical replicas (sizes were equal; now the bytes)
-        differ = {}
-        for t, n in topics.items():
-            for p in range(n):
-                d = [kc.log_digest(i, t, p) for i in range(kc.n)]
-                if len(set(d)) != 1:
-                    differ[f"{t}-{p}"] = {"digests": d, "segments": [kc.local_segments(i, t, p) for i in range(kc.n)]}
-        r["replicas_identical"] = not differ
-        if differ:
-            r["replicas_differ"] = differ
-            keep = True
-            log(f"[{key}]   REPLICAS DIFFER (sizes were equal): {differ}")
-        keys = sorted({k for m in m_after for k in m if k.startswith(("replication-", "wal-")) and k.endswith("-total")})
-        r["plugin_deltas"] = {k: sum(m_after[i].get(k, 0) - m_before[i].get(k, 0) for i in range(kc.n)) for k in keys}
-        r["plugin_problems"] = {i: kc.plugin_problems(i)[:5] for i in range(kc.n) if kc.plugin_problems(i)}
-        # the proxy's own account of partitions leaving and returning to the fast tier (whole run)
-        r["fallback_log"] = {i: [line[:300] for line in lines[:20]] for i, lines in
-                             kc.grep_logs(r"fast replication: partition (falls back|back on the fast tier)").items()
-                             if lines}
-        r["cost"] = cost(r)
-        describe(r)
+        m_last = m_probe
+        if not knob:
+            log(f"[{key}] bulk {a.rate} MB/s + probe: {a.secs:.0f} s")
+            m_before = m_probe
+            r["load_before_bulk"] = load_note(own)
+            sizes0 = log_bytes(kc, topics)
+            wb, cb = minio_buckets(s3), cpu_now(kc, s3)
+            z.reset_counters()
+            t0 = time.monotonic()
+            probe = child("probe", kc, a.secs, a)
+            bulk = child("bulk", kc, a.secs, a)
+            r["producer"] = result_of(bulk, "bulk producer", a.secs + 400)
+            produce_done = time.monotonic() - t0
+            r["probe_bulk"] = result_of(probe, "probe", a.secs + 200)
+            catch_up, sizes1 = wait_same_size(kc, topics, stable=a.stable_secs)
+            cd = z.counters(directed=True)
+            c = {(x, y): cd.get((x, y), 0) + cd.get((y, x), 0) for x, y in z.links}
+            elapsed = time.monotonic() - t0
+            wa, ca = minio_buckets(s3), cpu_now(kc, s3)
+            r["load_after_bulk"] = load_note(own)
+            m_after = jmx()
+            r["breakdown_bulk"] = breakdown(m_before, m_after)
+            produced = sum(sizes1[k][0] - sizes0[k][0] for k in sizes1)
+            cross = z.cross_zone_bytes(c)
+            net = max(0.0, cross - r["idle"]["cross_zone_bytes_per_sec"] * elapsed)
+            s3_up = sum(v for (x, y), v in cd.items() if y == "s3")
+            s3_down = sum(v for (x, y), v in cd.items() if x == "s3")
+            r.update({
+                "window_secs": round(elapsed, 1),
+                "produce_secs": round(produce_done, 1),
+                "catch_up_secs": round(catch_up, 1),
+                "produced_bytes": produced,
+                "bulk_bytes": sum(sizes1[k][0] - sizes0[k][0] for k in sizes1 if k[0] == BULK),
+                "cross_zone_bytes": cross,
+                "cross_zone_net_bytes": net,
+                "cross_per_produced": cross / produced if produced else math.nan,
+                "net_per_produced": net / produced if produced else math.nan,
+                "s3_link_bytes": z.s3_bytes(c),
+                "s3_up_bytes": s3_up,
+                "s3_down_bytes": s3_down,
+                "links": {f"{x}-{y}": v for (x, y), v in c.items()},
+                "links_text": Zones.format_counters(c),
+                "wal_bucket": bucket_delta(wb, wa, WAL_BUCKET),
+                "slow_bucket": bucket_delta(wb, wa, SLOW_BUCKET),
+                "cpu_pct": cpu_pct(cb, ca),
+                "isr": {p: s["isr"] for p, s in kc.partition_state(BULK).items()},
+            })
+            # byte-identical replicas (sizes were equal; now the bytes)
+            differ = {}
+            for t, n in topics.items():
+                for p in range(n):
+                    d = [kc.log_digest(i, t, p) for i in range(kc.n)]
+                    if len(set(d)) != 1:
+                        differ[f"{t}-{p}"] = {"digests": d, "segments": [kc.local_segments(i, t, p) for i in range(kc.n)]}
+            r["replicas_identical"] = not differ
+            if differ:
+                r["replicas_differ"] = differ
+                keep = True
+                log(f"[{key}]   REPLICAS DIFFER (sizes were equal): {differ}")
+            keys = sorted({k for m in m_after for k in m if k.startswith(("replication-", "wal-")) and k.endswith("-total")})
+            r["plugin_deltas"] = {k: sum(m_after[i].get(k, 0) - m_before[i].get(k, 0) for i in range(kc.n)) for k in keys}
+            r["plugin_problems"] = {i: kc.plugin_problems(i)[:5] for i in range(kc.n) if kc.plugin_problems(i)}
+            # the proxy's own account of partitions leaving and returning to the fast tier (whole run)
+            r["fallback_log"] = {i: [line[:300] for line in lines[:20]] for i, lines in
+                                 kc.grep_logs(r"fast replication: partition (falls back|back on the fast tier)").items()
+                                 if lines}
+            r["cost"] = cost(r)
+            describe(r)
+            describe_breakdown(key, "bulk + probe", r["breakdown_bulk"])
+            m_last = m_after
+        r["perf"] = {}
+        for variant in (["default"] if knob else ["default", "tuned"]):
+            props = {} if variant == "default" else a.tuned_props
+            r["perf"][variant], m_last = perf_phase(kc, z, s3, a, key, variant, props, m_last)
+        if knob or not r.get("plugin_deltas"):
+            keys = sorted({k for m in m_last for k in m if k.startswith(("replication-", "wal-")) and k.endswith("-total")})
+            r["plugin_deltas"] = {k: sum(m_last[i].get(k, 0) - m_idle[i].get(k, 0) for i in range(kc.n)) for k in keys}
+        r["relay"] = relay_stats(relay)
         return r
     except BaseException:
         keep = True
@@ -482,9 +843,93 @@ def _md(head, rows) -> str:
     return "\n".join(lines)
 
 
+def ratio(x: float, y: float) -> str:
+    return f"{x / y:.2f}" if y and not math.isnan(x) and not math.isnan(y) else "n/a"
+
+
+def round_trip_tables(results: dict) -> list[str]:
+    """The acks=all round trip per store profile, its breakdown, and the cost knob (issue 13, "Measured")."""
+    rs, ks = results["setups"], results.get("knob", [])
+    parts = []
+    rows = []
+    for r in rs:
+        stock = next((x for x in rs if x["setup"] == "stock" and x["profile"] == r["profile"]), None)
+        pa, pb = r["probe_alone"]["delivery"]["acksall"], r["probe_bulk"]["delivery"]["acksall"]
+        pd, pt = r["perf"]["default"], r["perf"]["tuned"]
+        idle = r["idle"]
+        rows.append([
+            PROFILES[r["profile"]]["short"], SETUPS[r["setup"]]["label"],
+            f"{pa['p50_ms']:.0f} / {pa['p99_ms']:.0f}", f"{pb['p50_ms']:.0f} / {pb['p99_ms']:.0f}",
+            f"{pd['mbps']:.2f}", ratio(pd["mbps"], stock["perf"]["default"]["mbps"]) if stock else "n/a",
+            f"{pt['mbps']:.2f}", ratio(pt["mbps"], stock["perf"]["tuned"]["mbps"]) if stock else "n/a",
+            f"{r['cross_per_produced']:.3f} / {pd['cross_per_produced']:.3f}",
+            f"{idle['wal_requests_per_sec']:.1f} ({idle['wal_requests_per_sec'] / 6:.2f})",
+            f"{pd['wal_busy']['put_per_sec']:.1f} / {pd['wal_busy']['get_per_sec']:.1f}",
+        ])
+    parts.append(
+        "acks=all through the fast tier, per store profile (probe: librdkafka, 100 B records, linger.ms 0; perf: "
+        "Kafka's ProducerPerformance, --throughput -1, --record-size "
+        f"{results['args']['perf_record_size']}, one per zone writing to its zone's leaders, at Kafka's defaults "
+        f"and with {' '.join(f'{k}={v}' for k, v in results['args']['tuned_props'].items())}; MB/s appended to the "
+        "leaders' logs; cross-zone bytes per produced byte in the bulk window / the default perf test; fast-tier "
+        "requests in its bucket, idle per s (per follower-leader pair: 6 pairs) and busy PUT / GET per s during the "
+        "default perf test):\n\n" + _md(
+            ["store", "setup", "probe alone acks=all p50 / p99 ms", "probe + bulk acks=all p50 / p99 ms",
+             "perf defaults MB/s", "/ stock", "perf documented MB/s", "/ stock", "cross-zone / produced",
+             "fast-tier req/s idle (per pair)", "fast-tier PUT / GET per s busy"], rows))
+    rows = []
+    for r in rs + ks:
+        if r["setup"] != "fastrepl":
+            continue
+        name = PROFILES[r["profile"]]["short"] + (f", interval {r['upload_interval_ms']} ms" if r["knob"] else "")
+        windows = [("probe alone", r["breakdown_alone"])]
+        if not r["knob"]:
+            windows.append(("probe + bulk", r["breakdown_bulk"]))
+        windows += [(f"perf {v}", p["breakdown"]) for v, p in r["perf"].items()]
+        for what, b in windows:
+            rows.append([name, what] + [fmt_ms(stage_mean(b, st)) for st, _, _ in STAGES] + [fmt_ms(round_trip_sum(b))])
+    if rows:
+        parts.append("One acks=all round trip through the fast tier, mean ms per stage from the plugin's counters "
+                     "(<stage>-ms-total / <stage>-count, deltas over the window, summed over all brokers; n/a: not "
+                     "exported by this plugin build); sum = wait + learn (PUT included) + GET + serve + append + "
+                     "report:\n\n" + _md(["store", "window"] + [st.removeprefix("roundtrip-") for st, _, _ in STAGES]
+                                        + ["sum"], rows))
+    rows = []
+    for r in ks:
+        c, pd, pa = r["cost10"], r["perf"]["default"], r["probe_alone"]["delivery"]["acksall"]
+        if not c:  # nothing produced: no per-byte terms
+            rows.append([PROFILES[r["profile"]]["short"], r["upload_interval_ms"],
+                         f"{pa['p50_ms']:.0f} / {pa['p99_ms']:.0f}", f"{pd['mbps']:.2f}"] + ["n/a"] * 9)
+            continue
+        rows.append([
+            PROFILES[r["profile"]]["short"], r["upload_interval_ms"], f"{pa['p50_ms']:.0f} / {pa['p99_ms']:.0f}",
+            f"{pd['mbps']:.2f}", f"{pd['wal_busy']['put_per_sec'] / 3:.1f} / {pd['wal_busy']['get_per_sec'] / 3:.1f}",
+            f"{r['idle']['wal_requests_per_sec']:.1f} ({r['idle']['wal_requests_per_sec'] / 6:.2f})",
+            f"{pd['cross_per_produced']:.4f}",
+            f"{c['puts_per_broker_per_sec']:.0f} / {c['gets_per_broker_per_sec']:.0f}",
+            f"{c['express_requests']:.4f}", f"{c['express_transfer']:.4f}", f"{c['cross_zone']:.4f}",
+            f"{c['standard_requests']:.4f}", f"**{c['total']:.4f}**",
+        ])
+    if rows:
+        parts.append(
+            f"The cost knob (rsm.config.wal.upload.interval.ms), replication through the fast tier, a run per value: "
+            f"probe alone and the perf test at Kafka's defaults; $/GB at {COST_MBPS_PER_BROKER:g} MB/s per broker = "
+            "fast-tier requests at max(1000 / max(interval, mean PUT), measured) PUTs per broker per s and the busy "
+            "GET-per-PUT ratio, plus the per-byte terms measured in the perf test:\n\n" + _md(
+                ["store", "interval ms", "probe alone acks=all p50 / p99 ms", "perf defaults MB/s",
+                 "measured PUT / GET per broker per s", "req/s idle (per pair)", "cross-zone / produced",
+                 f"at {COST_MBPS_PER_BROKER:g} MB/s: PUT / GET per broker per s", "S3 Express requests $/GB",
+                 "S3 Express transfer $/GB", "cross-zone $/GB", "S3 Standard requests $/GB", "total $/GB"], rows))
+    relays = {r["profile"]: r["relay"] for r in rs + ks if r.get("relay")}
+    if relays:
+        parts.append("Requests the delay relay held (last count per profile, whole run): " + "; ".join(
+            f"{PROFILES[k]['short']} {v}" for k, v in relays.items()) + ".")
+    return parts
+
+
 def tables(results: dict) -> str:
     rs = results["setups"]
-    parts = []
+    parts = round_trip_tables(results)
     rows = []
     for r in rs:
         rows.append([
@@ -553,9 +998,9 @@ def tables(results: dict) -> str:
     return "\n\n".join(parts)
 
 
-def chart(results: dict, path: Path) -> None:
-    """Three panels (cross-zone bytes per produced byte, latency, $/GB) as a PNG. matplotlib is a bench-only
-    dependency: installed with pip into $FASTTIER_CACHE/bench-python on first use."""
+def pyplot():
+    """matplotlib.pyplot; matplotlib is a bench-only dependency: installed with pip into
+    $FASTTIER_CACHE/bench-python on first use."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -569,13 +1014,52 @@ def chart(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def latency_chart(results: dict, path: Path) -> None:
+    """acks=all probe latency (alone, p50 and p99) against $ per GB at COST_MBPS_PER_BROKER MB/s per broker, one
+    point per value of the cost knob; stock's probe latency of the same store profile as reference lines."""
+    ks = sorted((r for r in results.get("knob", []) if r.get("cost10")), key=lambda r: r["cost10"]["total"])
+    if not ks:
+        return
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    x = [r["cost10"]["total"] for r in ks]
+    for q, style in (("p50_ms", "o-"), ("p99_ms", "s--")):
+        y = [r["probe_alone"]["delivery"]["acksall"][q] for r in ks]
+        ax.plot(x, y, style, label=f"replication through the fast tier, {q[:3]}")
+        for xi, yi, r in zip(x, y, ks):
+            ax.annotate(f"{r['upload_interval_ms']} ms", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    prof = ks[0]["profile"]
+    stock = next((r for r in results["setups"] if r["setup"] == "stock" and r["profile"] == prof), None)
+    if stock:
+        d = stock["probe_alone"]["delivery"]["acksall"]
+        ax.axhline(d["p50_ms"], color="#7f7f7f", lw=1, label=f"stock replication p50 ({d['p50_ms']:.0f} ms)")
+        ax.axhline(d["p99_ms"], color="#7f7f7f", lw=1, ls="--", label=f"stock replication p99 ({d['p99_ms']:.0f} ms)")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"$ per GB produced at {COST_MBPS_PER_BROKER:g} MB/s per broker (labels: wal.upload.interval.ms)")
+    ax.set_ylabel("acks=all probe latency alone, ms (log scale)")
+    ax.set_title(f"acks=all latency against cost, store {PROFILES[prof]['label']}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, f"2-core box, git {results['machine']['git']}", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def chart(results: dict, path: Path) -> None:
+    """Three panels (cross-zone bytes per produced byte, latency, $/GB) as a PNG."""
+    plt = pyplot()
 
     rs = results["setups"]
     names = {"stock": "stock\n(slow tier)", "fasttier": "slow + fast tier,\nstock replication",
              "fastrepl": "replication\nthrough fast tier"}
-    labels = [names[r["setup"]] for r in rs]
-    colors = ["#7f7f7f", "#1f77b4", "#2ca02c"][: len(rs)]
-    fig, ax = plt.subplots(1, 3, figsize=(16, 5.2))
+    labels = [names[r["setup"]] + f"\n{PROFILES[r['profile']]['short']}" for r in rs]
+    palette = {"stock": "#7f7f7f", "fasttier": "#1f77b4", "fastrepl": "#2ca02c"}
+    colors = [palette[r["setup"]] for r in rs]
+    fig, ax = plt.subplots(1, 3, figsize=(max(16, 2.2 * len(rs) * 3 / 2), 5.2))
     x = range(len(rs))
 
     gross = [r["cross_per_produced"] for r in rs]
@@ -626,7 +1110,8 @@ def chart(results: dict, path: Path) -> None:
     ax[2].legend(fontsize=7)
     a = results["args"]
     fig.suptitle(f"fasttier in the three-zone bed: {a['rate']} MB/s target, {a['secs']:.0f} s, 12 partitions, "
-                 f"wal.upload.interval.ms={a['upload_interval_ms']}, replication.fast.poll.ms={a['poll_ms']} "
+                 f"wal.upload.interval.ms={a['upload_interval_ms'] or 'default'}, "
+                 f"replication.fast.poll.ms={a['poll_ms'] or 'default'} "
                  f"(2-core box, git {results['machine']['git']})", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -638,21 +1123,42 @@ def chart(results: dict, path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--setups", default="stock,fasttier,fastrepl")
+    ap.add_argument("--setups", default="stock,fastrepl", help=f"per store profile, of {','.join(SETUPS)}")
+    ap.add_argument("--store-profiles", default=None,
+                    help=f"of {','.join(PROFILES)} (default: all; --quick: express)")
+    ap.add_argument("--upload-intervals", default=None,
+                    help="values of the cost knob rsm.config.wal.upload.interval.ms, a fastrepl run each "
+                         "(default 10,25,50,100; --quick: 50; empty: none)")
+    ap.add_argument("--knob-profile", default="express", help="the store profile of the cost-knob runs")
+    ap.add_argument("--tuned-producer-props", default="batch.size=1048576 linger.ms=20",
+                    help="the documented producer settings for the second perf test (space-separated KEY=VALUE)")
+    ap.add_argument("--perf-secs", type=float, default=None, help="seconds of each producer perf test (default 20)")
+    ap.add_argument("--perf-record-size", type=int, default=1024)
+    ap.add_argument("--notify-port", default="auto",
+                    help="rsm.config.replication.fast.notify.port for fastrepl: auto (a free port, if the plugin "
+                         "build knows the setting), 0 (not set: followers poll) or a port")
     ap.add_argument("--rate", type=float, default=2.0, help="bulk producer MB/s of record values")
-    ap.add_argument("--secs", type=float, default=90.0, help="seconds of bulk produce")
+    ap.add_argument("--secs", type=float, default=None, help="seconds of bulk produce (default 30)")
     ap.add_argument("--batch-bytes", type=int, default=1000000, help="bulk producer batch.size")
     ap.add_argument("--probe-rate", type=float, default=10.0, help="records/s of each latency probe")
     ap.add_argument("--max-in-flight", type=int, default=1,
                     help="max.in.flight.requests.per.connection of the bulk producer and the probes")
-    ap.add_argument("--idle-secs", type=float, default=30.0)
-    ap.add_argument("--probe-alone-secs", type=float, default=30.0)
-    ap.add_argument("--warmup-secs", type=float, default=10.0)
-    ap.add_argument("--upload-interval-ms", type=int, default=250, help="rsm.config.wal.upload.interval.ms")
-    ap.add_argument("--poll-ms", type=int, default=50, help="rsm.config.replication.fast.poll.ms")
+    ap.add_argument("--idle-secs", type=float, default=None, help="default 15")
+    ap.add_argument("--probe-alone-secs", type=float, default=None, help="default 20")
+    ap.add_argument("--warmup-secs", type=float, default=None, help="default 5")
+    ap.add_argument("--stable-secs", type=float, default=None,
+                    help="replicas count as caught up when equal and unchanged this long (default 5)")
+    ap.add_argument("--upload-interval-ms", type=int, default=None,
+                    help="rsm.config.wal.upload.interval.ms of the runs per profile (default: the plugin's)")
+    ap.add_argument("--poll-ms", type=int, default=None, help="rsm.config.replication.fast.poll.ms (default: the plugin's)")
     ap.add_argument("--version", default=os.environ.get("FASTTIER_KAFKA_VERSION", "4.4.0"))
-    ap.add_argument("--quick", action="store_true", help="smoke run: short phases")
+    ap.add_argument("--quick", action="store_true", help="smoke run (about 5 minutes): short phases, one store "
+                                                         "profile, one knob value")
     ap.add_argument("--chart", default=str(REPO / "build" / "bench-zones" / "bench-zones.png"))
+    ap.add_argument("--latency-chart", default=str(REPO / "build" / "bench-zones" / "bench-zones-latency.png"),
+                    help="acks=all latency against cost per GB, one point per knob value")
+    ap.add_argument("--docs", action="store_true",
+                    help="write the charts to docs/img/bench-zones.png and docs/img/bench-zones-latency.png")
     ap.add_argument("--out", default=str(REPO / "build" / "bench-zones"))
     # child modes
     ap.add_argument("--bulk", action="store_true", help=argparse.SUPPRESS)
@@ -663,11 +1169,20 @@ def main() -> int:
         return bulk_main(a)
     if a.probe:
         return probe_main(a)
-    if a.quick:
-        a.secs, a.idle_secs, a.probe_alone_secs, a.warmup_secs = 15, 10, 10, 5
+    quick = {"secs": 6, "idle_secs": 4, "probe_alone_secs": 5, "warmup_secs": 2, "perf_secs": 6, "stable_secs": 2,
+             "store_profiles": "express", "upload_intervals": "50"}
+    full = {"secs": 30, "idle_secs": 15, "probe_alone_secs": 20, "warmup_secs": 5, "perf_secs": 20, "stable_secs": 5,
+            "store_profiles": ",".join(PROFILES), "upload_intervals": "10,25,50,100"}
+    for k, v in (quick if a.quick else full).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if a.docs:
+        a.chart, a.latency_chart = str(REPO / "docs" / "img" / "bench-zones.png"), str(
+            REPO / "docs" / "img" / "bench-zones-latency.png")
+    a.tuned_props = dict(kv.split("=", 1) for kv in a.tuned_producer_props.split())
 
     from bench import load_note, machine
-    from harness import S3Server
+    from harness import S3Server, free_ports
     from plugin_pin import pin_plugin
     from harness.zones import Zones, bed_support, netem_support
 
@@ -678,21 +1193,55 @@ def main() -> int:
     for k in keys:
         if k not in SETUPS:
             raise SystemExit(f"unknown setup {k!r} (have {', '.join(SETUPS)})")
-    results: dict = {"machine": machine(), "args": vars(a), "prices": PRICES, "netem": netem_support(), "setups": []}
+    profiles = [p for p in a.store_profiles.split(",") if p]
+    intervals = [int(x) for x in a.upload_intervals.split(",") if x]
+    for p in profiles + ([a.knob_profile] if intervals else []):
+        if p not in PROFILES:
+            raise SystemExit(f"unknown store profile {p!r} (have {', '.join(PROFILES)})")
+    results: dict = {"machine": machine(), "args": vars(a), "prices": PRICES, "netem": netem_support(),
+                     "profiles": {p: PROFILES[p] for p in profiles}, "setups": [], "knob": []}
     log(f"machine {results['machine']}; load {load_note()}; netem: {results['netem']}")
     os.environ["MINIO_PROMETHEUS_AUTH_TYPE"] = "public"  # MinIO inherits it: bucket metrics without a token
     work = Path(tempfile.mkdtemp(prefix="ftbench-zones-", dir="/var/tmp"))
     results["plugin"] = pin_plugin(work)
     log(f"plugin: {results['plugin']}")
+    a.notify_port_value = 0
+    if a.notify_port == "auto":
+        if plugin_knows("replication.fast.notify.port"):
+            a.notify_port_value = free_ports(1)[0]
+        else:
+            log("this plugin build has no replication.fast.notify.port: followers poll")
+    else:
+        a.notify_port_value = int(a.notify_port)
+    results["notify_port"] = a.notify_port_value
     started = time.monotonic()
+    planned = len(profiles) * len(keys) + len(intervals)
+    order = profiles + ([a.knob_profile] if intervals and a.knob_profile not in profiles else [])
     try:
         with Zones(n=3, s3=True) as z, S3Server(buckets=[SLOW_BUCKET, WAL_BUCKET], data_dir=work / "s3",
                                                netns=z.s3_ns, host=z.s3_addr) as s3:
-            for k in keys:
-                results["setups"].append(run_setup(k, z, s3, work, a))
+            for prof in order:
+                relay = start_relay(z, s3, prof, work)
+                endpoint = relay.endpoint if relay else None
+                log(f"store profile {prof}: {PROFILES[prof]['label']}"
+                    + (f" (delay relay {relay.address})" if relay else ""))
+                try:
+                    if prof in profiles:
+                        for k in keys:
+                            results["setups"].append(run_setup(k, z, s3, work, a, prof, endpoint, relay))
+                    if prof == a.knob_profile:
+                        for iv in intervals:
+                            r = run_setup("fastrepl", z, s3, work, a, prof, endpoint, relay, upload_interval_ms=iv,
+                                          knob=True)
+                            r["cost10"] = cost_at_rate(r, COST_MBPS_PER_BROKER)
+                            results["knob"].append(r)
+                finally:
+                    if relay:
+                        relay.close()
     finally:
         results["total_secs"] = round(time.monotonic() - started)
-        if os.environ.get("FASTTIER_KEEP_TMP") or len(results["setups"]) < len(keys):
+        done = len(results["setups"]) + len(results["knob"])
+        if os.environ.get("FASTTIER_KEEP_TMP") or done < planned:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
@@ -706,12 +1255,13 @@ def main() -> int:
             print(f"\nfasttier replication benchmark ({results['machine']['cpus']} CPUs, git {results['machine']['git']}, "
                   f"{results['total_secs']} s); results in {out}/results-{stamp}.json\n")
             print(text)
-            if len(results["setups"]) == len(keys):
-                try:
-                    chart(results, Path(a.chart))
-                    log(f"chart: {a.chart}")
-                except Exception as e:  # noqa: BLE001 - the figures above stand without it
-                    log(f"no chart: {e}")
+            if done == planned:
+                for fn, path in ((chart, a.chart), (latency_chart, a.latency_chart)):
+                    try:
+                        fn(results, Path(path))
+                        log(f"chart: {path}")
+                    except Exception as e:  # noqa: BLE001 - the figures above stand without it
+                        log(f"no chart {path}: {e}")
     return 0
 
 

@@ -13,8 +13,9 @@
 //! * `mem-streams` — RSS added per open stream after reading one chunk from each of N streams;
 //! * `get`         — reading a topic's `.log` objects: raw ranged GETs (plugin pattern or highly
 //!   parallel) or through the engine's segment streams;
-//! * `delay-relay` — a TCP relay that delays every request by a fixed time (a distant store's time to
-//!   first byte for a broker, see `delay_relay.rs`); prints its address, then runs until killed.
+//! * `delay-relay` — a TCP relay in front of an object store that delays every HTTP request by a time
+//!   that depends on its method (a distant or slower store's time to first byte for a broker, see
+//!   `delay_relay.rs`); prints its address, then its request counts every 10 s, and runs until killed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -132,15 +133,21 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         limit_bytes: u64,
     },
-    /// Listens on LISTEN (port 0: any) and relays every connection to TARGET, holding what clients send
-    /// for DELAY_MS before passing it on. Prints {"listen": "host:port"} and runs until killed.
+    /// Listens on LISTEN (port 0: any) and relays every connection to TARGET, holding each HTTP request
+    /// a client sends for the delay of its method (DELAY_MS unless --method-delay names it) before passing
+    /// it on. Prints {"listen": "host:port", ...}, then {"stats": ...} every 10 s when it changed, and runs
+    /// until killed.
     DelayRelay {
         #[arg(long)]
         listen: std::net::SocketAddr,
         #[arg(long)]
         target: std::net::SocketAddr,
+        /// Delay of every request whose method has no --method-delay (and of bytes that are not HTTP/1.1).
         #[arg(long)]
         delay_ms: u64,
+        /// METHOD=MS: the delay of requests with this method (repeatable), e.g. --method-delay PUT=30.
+        #[arg(long = "method-delay", value_parser = delay_relay::Delays::parse_method)]
+        method_delay: Vec<(String, Duration)>,
         /// Most bytes held in one connection's delay line.
         #[arg(long, default_value_t = 64)]
         max_buffered_mib: usize,
@@ -784,13 +791,20 @@ fn main() {
             *limit_bytes,
             cli.get_latency_ms,
         ),
-        Cmd::DelayRelay { listen, target, delay_ms, max_buffered_mib } => {
-            run_delay_relay(*listen, *target, *delay_ms, *max_buffered_mib)
+        Cmd::DelayRelay { listen, target, delay_ms, method_delay, max_buffered_mib } => {
+            let delays =
+                delay_relay::Delays { default: Duration::from_millis(*delay_ms), by_method: method_delay.clone() };
+            run_delay_relay(*listen, *target, delays, *max_buffered_mib)
         }
     }
 }
 
-fn run_delay_relay(listen: std::net::SocketAddr, target: std::net::SocketAddr, delay_ms: u64, max_mib: usize) {
+fn run_delay_relay(
+    listen: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    delays: delay_relay::Delays,
+    max_mib: usize,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -801,13 +815,27 @@ fn run_delay_relay(listen: std::net::SocketAddr, target: std::net::SocketAddr, d
             .await
             .unwrap_or_else(|e| fail(format!("delay-relay: cannot listen on {listen}: {e}")));
         let addr = listener.local_addr().unwrap_or_else(|e| fail(format!("delay-relay: {e}")));
-        println!("{}", json!({"listen": addr.to_string(), "target": target.to_string(), "delay_ms": delay_ms}));
+        println!("{}", json!({"listen": addr.to_string(), "target": target.to_string(), "delays": delays.describe()}));
         let _ = std::io::stdout().flush();
+        let stats = Arc::new(delay_relay::Stats::default());
         let spec = delay_relay::RelaySpec {
             target,
-            delay: Duration::from_millis(delay_ms),
+            delays: Arc::new(delays),
             max_buffered: max_mib.saturating_mul(MIB as usize),
+            stats: stats.clone(),
         };
+        tokio::spawn(async move {
+            let mut last = Value::Null;
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let now = stats.snapshot();
+                if now != last {
+                    println!("{}", json!({"stats": now}));
+                    let _ = std::io::stdout().flush();
+                    last = now;
+                }
+            }
+        });
         if let Err(e) = delay_relay::serve(listener, spec).await {
             fail(format!("delay-relay: accepting on {addr}: {e}"));
         }
