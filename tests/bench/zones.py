@@ -638,8 +638,6 @@ def run_setup(key: str, z, s3, work: Path, a, profile: str = "none", endpoint: s
         rsm["wal.upload.interval.ms"] = interval
     if a.poll_ms is not None:
         rsm["replication.fast.poll.ms"] = a.poll_ms
-    if setup["fast_replication"] and a.notify_port_value:
-        rsm["replication.fast.notify.port"] = a.notify_port_value
     if endpoint:
         rsm["s3.endpoint"] = endpoint
     run_name = f"{key}-{profile}" + (f"-knob{interval}" if knob else "")
@@ -647,6 +645,18 @@ def run_setup(key: str, z, s3, work: Path, a, profile: str = "none", endpoint: s
     kc = KafkaCluster(3, version=a.version, plugin=True, s3=s3, zones=z, name=f"bzones-{run_name}",
                       base_dir=work / run_name, rsm_config=rsm, fast_tier=setup["fast_tier"],
                       fast_replication=setup["fast_replication"], jmx=True)
+    if setup["fast_replication"]:
+        # the notification channel: a plugin build without the setting stops on it, so it is removed there
+        # (and for --notify-port 0); "auto" keeps the harness's port, or picks one if the harness sets none
+        if not a.notify_known or a.notify_port == "0":
+            kc.update_rsm_config(**{"replication.fast.notify.port": None})
+        elif a.notify_port != "auto":
+            kc.update_rsm_config(**{"replication.fast.notify.port": int(a.notify_port)})
+        elif getattr(kc, "notify_port", None) is None:
+            from harness import free_port
+
+            kc.update_rsm_config(**{"replication.fast.notify.port": free_port()})
+        rsm["replication.fast.notify.port"] = kc.rsm_properties().get("rsm.config.replication.fast.notify.port")
     r: dict = {"setup": key, "profile": profile, "upload_interval_ms": interval, "knob": knob,
                "label": f"{setup['label']} [{PROFILES[profile]['short']}]", "rsm_config": rsm}
     keep = bool(os.environ.get("FASTTIER_KEEP_TMP"))
@@ -1135,8 +1145,9 @@ def main() -> int:
     ap.add_argument("--perf-secs", type=float, default=None, help="seconds of each producer perf test (default 20)")
     ap.add_argument("--perf-record-size", type=int, default=1024)
     ap.add_argument("--notify-port", default="auto",
-                    help="rsm.config.replication.fast.notify.port for fastrepl: auto (a free port, if the plugin "
-                         "build knows the setting), 0 (not set: followers poll) or a port")
+                    help="rsm.config.replication.fast.notify.port for fastrepl: auto (the harness's port, or a free "
+                         "one; not set if the plugin build does not know the setting), 0 (not set: followers poll) "
+                         "or a port")
     ap.add_argument("--rate", type=float, default=2.0, help="bulk producer MB/s of record values")
     ap.add_argument("--secs", type=float, default=None, help="seconds of bulk produce (default 30)")
     ap.add_argument("--batch-bytes", type=int, default=1000000, help="bulk producer batch.size")
@@ -1182,7 +1193,7 @@ def main() -> int:
     a.tuned_props = dict(kv.split("=", 1) for kv in a.tuned_producer_props.split())
 
     from bench import load_note, machine
-    from harness import S3Server, free_ports
+    from harness import S3Server
     from plugin_pin import pin_plugin
     from harness.zones import Zones, bed_support, netem_support
 
@@ -1205,15 +1216,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ftbench-zones-", dir="/var/tmp"))
     results["plugin"] = pin_plugin(work)
     log(f"plugin: {results['plugin']}")
-    a.notify_port_value = 0
-    if a.notify_port == "auto":
-        if plugin_knows("replication.fast.notify.port"):
-            a.notify_port_value = free_ports(1)[0]
-        else:
-            log("this plugin build has no replication.fast.notify.port: followers poll")
-    else:
-        a.notify_port_value = int(a.notify_port)
-    results["notify_port"] = a.notify_port_value
+    a.notify_known = plugin_knows("replication.fast.notify.port")
+    if not a.notify_known:
+        log("this plugin build has no replication.fast.notify.port: followers poll")
     started = time.monotonic()
     planned = len(profiles) * len(keys) + len(intervals)
     order = profiles + ([a.knob_profile] if intervals and a.knob_profile not in profiles else [])
