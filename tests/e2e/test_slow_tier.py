@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from harness import wait_until
 from harness.data import (
@@ -390,17 +390,29 @@ def test_corrupted_object_is_an_error_not_data(kc, s3_server, bulk, suffix):
     flipped = {key: s3_server.corrupt(key, length=64) for key in keys}
 
     log_len = {i: kc.log_mark(i) for i in range(kc.n)}
+    t0 = time.monotonic()
     got = consume_all(
         kc, topic, produced.end_offsets(), timeout=40, stop_after_errors=3,
         consumer_config={"fetch.error.backoff.ms": 200},
     )
+    waited = time.monotonic() - t0
     # whatever came back is exactly what was written ...
     for k, d in got.records.items():
         assert produced.records.get(k) == d, f"corrupt data served at offset {k}: {d} != {produced.records.get(k)}"
     # ... and the corrupted segments did not come back
     assert len(got.records) < len(produced.records), f"every record was returned although every {suffix} object is corrupt"
     assert got.errors, "the consumer saw no error for a corrupted remote segment"
-    print(f"{suffix}: consumer got {len(got.records)} intact records, errors: {sorted(set(got.errors))[:2]}")
+    # The error is CORRUPT_MESSAGE (Kafka error code 2; librdkafka calls it INVALID_MSG), not
+    # UNKNOWN_SERVER_ERROR: the shim throws Kafka's CorruptRecordException, which the broker's remote read
+    # path (RemoteLogReader -> DelayedRemoteFetch -> Errors.forException) turns into that code. The Java
+    # consumer raises it from poll() ("Encountered corrupt message when fetching offset ..."), while it only
+    # logs UNKNOWN_SERVER_ERROR at WARN and retries forever (FetchCollector): a silent wait.
+    corrupt_name = KafkaError(KafkaError.INVALID_MSG).name()
+    assert all(e.startswith(corrupt_name + ":") for e in got.errors), (corrupt_name, got.errors[:3])
+    # ... within a bounded time: three errors well before the consumer's own time-out
+    assert waited < 30, f"3 errors took {waited:.1f}s"
+    print(f"{suffix}: consumer got {len(got.records)} intact records and 3 errors in {waited:.1f}s: "
+          f"{sorted(set(got.errors))[:2]}")
     brokers_alive(kc)
     leader = kc.leader_of(topic, 0)
     new_lines = kc.log_since(leader, log_len[leader])

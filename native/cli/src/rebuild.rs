@@ -655,6 +655,58 @@ impl Drop for Scratch {
     }
 }
 
+/// Who must own what `rebuild` writes, so that the broker (often another user than the one running
+/// `rebuild`, typically root) can open it: the owner of `preferred` (the partition directory being replaced)
+/// if it exists, else the owner of `fallback` (the log directory). `None` when not running as root: then
+/// nobody else's files can be given away, and what is written is owned by the user running `rebuild`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+fn owner_for(preferred: &Path, fallback: &Path) -> Result<Option<Owner>> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let m = match fs::symlink_metadata(preferred) {
+        Ok(m) if m.is_dir() => m,
+        _ => fs::metadata(fallback).map_err(|e| Error::io(fallback.display(), e))?,
+    };
+    Ok(Some(Owner { uid: m.uid(), gid: m.gid() }))
+}
+
+/// Gives `path` (not following a symbolic link) to `owner` if it is owned by the user running `rebuild`:
+/// only what `rebuild` itself created changes hands.
+fn give_to(path: &Path, owner: Option<Owner>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(o) = owner else { return Ok(()) };
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path.display(), e)),
+    };
+    // SAFETY: geteuid has no preconditions.
+    if m.uid() != unsafe { libc::geteuid() } || (m.uid(), m.gid()) == (o.uid, o.gid) {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, Some(o.uid), Some(o.gid)).map_err(|e| Error::io(path.display(), e))
+}
+
+/// [`give_to`] for `dir` and everything in it (the scratch partition directory: files only, no nesting).
+fn give_tree_to(dir: &Path, owner: Option<Owner>) -> Result<()> {
+    if owner.is_none() {
+        return Ok(());
+    }
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir.display(), e))? {
+        let e = e.map_err(|e| Error::io(dir.display(), e))?;
+        give_to(&e.path(), owner)?;
+    }
+    give_to(dir, owner)
+}
+
 fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir.display(), e))
 }
@@ -1031,6 +1083,9 @@ pub async fn rebuild(
     }
     // A dry run reads nothing of the log directory a running broker changes: it may run beside the broker.
     let _lock = if opts.dry_run { None } else { LogDirLock::acquire(&opts.log_dir, true)? };
+    if !opts.dry_run {
+        give_to(&opts.log_dir.join(LOCK_FILE), owner_for(&opts.log_dir, &opts.log_dir)?)?;
+    }
     let mut seen = std::collections::BTreeSet::new();
     for t in targets {
         if !seen.insert((t.topic.clone(), t.partition)) {
@@ -1248,14 +1303,19 @@ async fn rebuild_partition(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(marker.display(), e)),
     }
+    let log_dir_owner = owner_for(&opts.log_dir, &opts.log_dir)?;
     for f in OFFSET_CHECKPOINTS {
         run.checkpoint_entries_removed +=
             u64::from(edit_checkpoint(&opts.log_dir.join(f), &t.topic, t.partition, None)?);
+        give_to(&opts.log_dir.join(f), log_dir_owner)?;
     }
     // The high watermark starts at the first restored offset (everything below it was copied to the slow
     // tier, so it was below the leader's high watermark), as Kafka's own catch-up from tiered storage
     // leaves it; the first fetch response brings the leader's.
     edit_checkpoint(&opts.log_dir.join(HIGH_WATERMARK_CHECKPOINT), &t.topic, t.partition, Some(first))?;
+    give_to(&opts.log_dir.join(HIGH_WATERMARK_CHECKPOINT), log_dir_owner)?;
+    // Owned like the partition directory it replaces (or the log directory), before it becomes visible.
+    give_tree_to(&tmp, owner_for(&final_dir, &opts.log_dir)?)?;
     if !opts.force && has_segments(&final_dir)? {
         return Err(Error::config(
             "--force",

@@ -608,3 +608,57 @@ async fn several_partitions_in_one_run() {
         r.summary()
     );
 }
+
+/// Every file and directory under `dir` (itself included) with its owner.
+fn owners(dir: &Path) -> Vec<(PathBuf, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.push((p.clone(), m.uid(), m.gid()));
+        if m.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out
+}
+
+/// Run as root (as operators often do), `rebuild` leaves every file it writes owned like the log directory,
+/// so the broker, running as another user, can open them: the partition directory and its files, the
+/// checkpoints it rewrote and the `.lock` it created.
+#[tokio::test]
+async fn files_are_owned_like_the_log_dir() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to create a log directory owned by another user");
+        return;
+    }
+    let (uid, gid) = (4242u32, 4343u32);
+    let s = scenario(Faults::default()).await;
+    std::fs::write(s.log_dir.join("recovery-point-offset-checkpoint"), "0\n1\norders 0 44\n").unwrap();
+    std::fs::write(s.log_dir.join("replication-offset-checkpoint"), "0\n1\norders 0 44\n").unwrap();
+    for (p, _, _) in owners(&s.log_dir) {
+        chown(&p, Some(uid), Some(gid)).unwrap();
+    }
+    let r = s.run(&s.opts(StartAt::Offset(0))).await.unwrap();
+    assert!(r.ok(), "{}", r.summary());
+    let all = owners(&s.log_dir);
+    assert!(all.iter().any(|(p, _, _)| p.ends_with("orders-0")), "{all:?}");
+    assert!(all.iter().any(|(p, _, _)| p.ends_with(".lock")), "{all:?}");
+    let wrong: Vec<_> = all.iter().filter(|(_, u, g)| (*u, *g) != (uid, gid)).collect();
+    assert!(wrong.is_empty(), "files not owned by {uid}:{gid}: {wrong:?}");
+    // An existing partition directory owned by yet another user keeps that owner (replaced with --force).
+    let (uid2, gid2) = (4545u32, 4646u32);
+    for (p, _, _) in owners(&s.dir()) {
+        chown(&p, Some(uid2), Some(gid2)).unwrap();
+    }
+    let mut o = s.opts(StartAt::Offset(0));
+    o.force = true;
+    let r = s.run(&o).await.unwrap();
+    assert!(r.ok() && r.partitions[0].replaced, "{}", r.summary());
+    let m = std::fs::metadata(s.dir()).unwrap();
+    assert_eq!((m.uid(), m.gid()), (uid2, gid2));
+    let wrong: Vec<_> = owners(&s.dir()).into_iter().filter(|(_, u, g)| (*u, *g) != (uid2, gid2)).collect();
+    assert!(wrong.is_empty(), "{wrong:?}");
+}

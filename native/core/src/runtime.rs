@@ -14,6 +14,9 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
 
+/// How long the runtime's shutdown waits for blocking-pool threads.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 /// Where the live runtime is remembered; a lease keeps it alive, the slot only points at it.
 struct Slot(Mutex<Weak<RuntimeLease>>);
 
@@ -34,8 +37,10 @@ impl RuntimeLease {
 impl Drop for RuntimeLease {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
-            // Never blocks a tokio worker: leases are dropped from Java threads (engine close).
-            rt.shutdown_timeout(Duration::from_secs(5));
+            // Never blocks a tokio worker: leases are dropped from Java threads (engine close). Async tasks are
+            // dropped at once; only blocking-pool work (file reads) can hold this up, and only this long:
+            // part of the bound on close() (docs/operations.md).
+            rt.shutdown_timeout(SHUTDOWN_WAIT);
         }
     }
 }

@@ -10,6 +10,9 @@ const NOT_FOUND: &str = "io/fasttier/kafka/jni/NativeNotFoundException";
 const RETRIABLE: &str = "io/fasttier/kafka/jni/NativeRetriableException";
 const FATAL: &str = "io/fasttier/kafka/jni/NativeFatalException";
 const CONFIG: &str = "io/fasttier/kafka/jni/NativeConfigException";
+/// A subclass of the fatal one: stored bytes that fail verification (the shim answers consumer reads of
+/// them with Kafka's `CorruptRecordException`).
+const CORRUPT: &str = "io/fasttier/kafka/jni/NativeCorruptException";
 
 /// An error on its way to Java.
 #[derive(Debug)]
@@ -48,6 +51,7 @@ fn throw(env: &mut JNIEnv, err: BridgeError) {
         BridgeError::Core(e) => {
             let class = match (&e, e.class()) {
                 (Error::Config { .. }, _) => CONFIG,
+                (Error::Corrupt { .. }, _) => CORRUPT,
                 (_, ErrorClass::NotFound) => NOT_FOUND,
                 (_, ErrorClass::Retriable) => RETRIABLE,
                 (_, ErrorClass::Fatal) => FATAL,

@@ -132,16 +132,33 @@ pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_close<'l>(
 ) {
     guard(&mut env, (), |_env| {
         let (engine, ops) = handles::remove_engine(engine);
+        let mut running = Vec::new();
         for entry in ops {
-            let op = entry.op.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(op) = op {
-                entry.engine.copy_cancel(op);
+            if let Some(op) = entry.op.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                running.push(op);
             }
         }
         if let Some(engine) = &engine {
-            // Stops the fast tier's uploader (bounded wait) before the last reference can drop the engine.
-            engine.close();
+            // Bounded (engine::CLOSE_WAIT): cancels the copies all at once and stops the fast tier's uploader
+            // before the last reference can drop the engine.
+            engine.shutdown(running);
             tracing::info!("fasttier engine closed");
+        }
+        Ok(())
+    })
+}
+
+/// Makes every running and future call on the engine return at once (`Cancelled`); never blocks. Called by
+/// `close()` before it waits for running calls.
+#[no_mangle]
+pub extern "system" fn Java_io_fasttier_kafka_jni_NativeBridge_interrupt<'l>(
+    mut env: JNIEnv<'l>,
+    _c: JClass<'l>,
+    engine: jlong,
+) {
+    guard(&mut env, (), |_env| {
+        if let Ok(engine) = handles::engine(engine) {
+            engine.interrupt();
         }
         Ok(())
     })

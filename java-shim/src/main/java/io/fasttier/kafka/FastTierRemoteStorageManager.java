@@ -51,7 +51,12 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
     /** How long one {@link NativeBridge#opAwait} waits before the interrupt flag is checked again. */
     static final int AWAIT_SLICE_MS = 200;
 
+    /** How long {@link #close()} waits for running calls (already interrupted) before it gives up on them. */
+    static final long CLOSE_LOCK_WAIT_MS = 2_000;
+
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    /** Set first thing in {@link #close()}: new calls fail at once instead of queueing behind it. */
+    private volatile boolean closing;
     // guarded by lock
     private long engine;
     private boolean configured;
@@ -120,6 +125,13 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             settings.put(e.getKey(), v instanceof Password ? ((Password) v).value() : String.valueOf(v));
         }
         String libraryPath = settings.remove(NativeLibraryLoader.CONFIG_KEY);
+        String allowNewer = settings.remove(KafkaVersionCheck.ALLOW_NEWER_KEY);
+        String kafkaVersion = KafkaVersionCheck.brokerVersion();
+        String versionWarning = KafkaVersionCheck.check(kafkaVersion,
+                allowNewer != null && "true".equalsIgnoreCase(allowNewer.trim()));
+        if (versionWarning != null) {
+            LOG.warn(versionWarning);
+        }
         fastReplication = "true".equalsIgnoreCase(settings.getOrDefault("replication.fast.enable", "false").trim());
         String[] keys = settings.keySet().toArray(new String[0]);
         String[] values = settings.values().toArray(new String[0]);
@@ -158,8 +170,8 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
         } finally {
             lock.writeLock().unlock();
         }
-        LOG.info("fasttier: remote storage manager ready (native {}, broker.id={}, retriable errors as {})",
-                version, settings.getOrDefault("broker.id", "?"),
+        LOG.info("fasttier: remote storage manager ready (native {}, Kafka {}, broker.id={}, retriable errors as {})",
+                version, kafkaVersion, settings.getOrDefault("broker.id", "?"),
                 RemoteErrors.hasRetriable() ? "RetriableRemoteStorageException" : "RemoteStorageException");
         maybeRegisterMetrics();
     }
@@ -349,7 +361,7 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
         if (startPosition < 0) {
             throw new RemoteStorageException("fasttier: invalid start position " + startPosition + " for " + c);
         }
-        long stream = withEngine(engine -> NativeBridge.streamOpen(engine, c.topic, c.topicId, c.partition,
+        long stream = withEngineForConsumer(engine -> NativeBridge.streamOpen(engine, c.topic, c.topicId, c.partition,
                 c.segmentId, c.startOffset, startPosition, endInclusive));
         return new NativeSegmentInputStream(stream, c + " from position " + startPosition);
     }
@@ -359,8 +371,11 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
         Objects.requireNonNull(indexType, "indexType");
         Coordinates c = new Coordinates(metadata);
         int nativeType = nativeIndexType(indexType);
+        // OFFSET, TIMESTAMP and TRANSACTION are fetched for consumers (RemoteIndexCache); the others for followers.
+        boolean forConsumer = indexType == IndexType.OFFSET || indexType == IndexType.TIMESTAMP
+                || indexType == IndexType.TRANSACTION;
         byte[] bytes = withEngine(engine -> NativeBridge.fetchIndex(engine, c.topic, c.topicId, c.partition,
-                c.segmentId, c.startOffset, nativeType));
+                c.segmentId, c.startOffset, nativeType), forConsumer);
         if (bytes == null) {
             throw new RemoteResourceNotFoundException("fasttier: no " + indexType + " index for " + c);
         }
@@ -399,13 +414,44 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
         }
     }
 
-    /** Idempotent: cancels running operations, releases the engine, stops the log drain if this was the last user. */
+    /**
+     * Idempotent: cancels running operations, releases the engine, stops the log drain if this was the last
+     * user. Bounded whatever the store does (slow, hanging, down): running native calls are interrupted first
+     * (they return {@code Cancelled}), the wait for them is at most {@value #CLOSE_LOCK_WAIT_MS} ms (if one is
+     * still inside native code then, the engine is left allocated rather than freed under it), and the native
+     * close itself is bounded (see docs/operations.md).
+     */
     @Override
     public void close() {
+        closing = true;
+        // Interrupt running calls under the read lock (shared with them, so this never waits for them).
+        lock.readLock().lock();
+        try {
+            if (configured && !closed && engine != 0) {
+                try {
+                    NativeBridge.interrupt(engine);
+                } catch (NativeException | UnsatisfiedLinkError e) {
+                    LOG.warn("fasttier: interrupting running calls failed: {}", e.toString());
+                }
+            }
+        } finally {
+            lock.readLock().unlock();
+        }
         long handle;
         boolean releaseDrain;
         boolean wasConfigured;
-        lock.writeLock().lock();
+        boolean locked;
+        try {
+            locked = lock.writeLock().tryLock(CLOSE_LOCK_WAIT_MS, java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            locked = false;
+        }
+        if (!locked) {
+            LOG.warn("fasttier: close: calls still running in native code after {} ms; the engine is left allocated",
+                    CLOSE_LOCK_WAIT_MS);
+            return;
+        }
         try {
             if (closed) {
                 return;
@@ -447,6 +493,9 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
     }
 
     private boolean isClosed() {
+        if (closing) {
+            return true;
+        }
         lock.readLock().lock();
         try {
             return closed;
@@ -455,7 +504,22 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
         }
     }
 
+    /**
+     * {@link #withEngine} for a consumer's read of remote data: stored bytes that fail verification are
+     * Kafka's {@code CorruptRecordException} (error code CORRUPT_MESSAGE to the client; see RemoteErrors).
+     */
+    private <T> T withEngineForConsumer(EngineCall<T> call) throws RemoteStorageException {
+        return withEngine(call, true);
+    }
+
     private <T> T withEngine(EngineCall<T> call) throws RemoteStorageException {
+        return withEngine(call, false);
+    }
+
+    private <T> T withEngine(EngineCall<T> call, boolean consumerRead) throws RemoteStorageException {
+        if (closing) {
+            throw new RemoteStorageException("fasttier: closed");
+        }
         lock.readLock().lock();
         try {
             if (closed) {
@@ -466,6 +530,9 @@ public class FastTierRemoteStorageManager implements RemoteStorageManager, Monit
             }
             return call.call(engine);
         } catch (NativeException e) {
+            if (consumerRead && RemoteErrors.isCorrupt(e)) {
+                throw RemoteErrors.corrupt(e);
+            }
             throw RemoteErrors.toRemote(e);
         } finally {
             lock.readLock().unlock();

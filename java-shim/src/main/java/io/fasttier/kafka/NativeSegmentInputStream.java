@@ -19,7 +19,9 @@ import java.util.Objects;
  * Kafka's {@code RemoteLogReader} catches any exception from {@code RemoteLogManager.read}, logs it, marks the
  * failed-remote-fetch metrics and answers the fetch with an error; a remote read never touches the local log
  * directories, so an IOException here cannot take a log dir (or the broker) offline. IOException is also the
- * only checked type {@link InputStream#read} may throw.
+ * only checked type {@link InputStream#read} may throw. Stored bytes that fail verification are the exception:
+ * they become Kafka's {@code CorruptRecordException}, which gives the consumer the error code CORRUPT_MESSAGE
+ * instead of UNKNOWN_SERVER_ERROR (see {@link RemoteErrors#corrupt}).
  *
  * <p>{@link #close()} is idempotent; any read after it throws {@link IOException}. Reads and close are
  * serialised, so closing from another thread never frees the handle under a running read. A stream that is
@@ -91,6 +93,9 @@ public final class NativeSegmentInputStream extends InputStream {
             try {
                 return NativeBridge.streamRead(h, b, off, len);
             } catch (NativeException e) {
+                if (RemoteErrors.isCorrupt(e)) {
+                    throw RemoteErrors.corrupt(e);
+                }
                 throw new IOException(RemoteErrors.messageOf(e), e);
             }
         }
@@ -103,6 +108,9 @@ public final class NativeSegmentInputStream extends InputStream {
             try {
                 return Math.max(0, NativeBridge.streamAvailable(h));
             } catch (NativeException e) {
+                if (RemoteErrors.isCorrupt(e)) {
+                    throw RemoteErrors.corrupt(e);
+                }
                 throw new IOException(RemoteErrors.messageOf(e), e);
             }
         }

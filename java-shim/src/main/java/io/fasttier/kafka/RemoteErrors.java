@@ -1,12 +1,14 @@
 package io.fasttier.kafka;
 
 import io.fasttier.kafka.jni.NativeConfigException;
+import io.fasttier.kafka.jni.NativeCorruptException;
 import io.fasttier.kafka.jni.NativeException;
 import io.fasttier.kafka.jni.NativeNotFoundException;
 import io.fasttier.kafka.jni.NativeRetriableException;
 
 import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.config.ConfigException;
+import org.apache.kafka.common.errors.CorruptRecordException;
 import org.apache.kafka.server.log.remote.storage.RemoteResourceNotFoundException;
 import org.apache.kafka.server.log.remote.storage.RemoteStorageException;
 
@@ -54,6 +56,31 @@ final class RemoteErrors {
             return retriable(message);
         }
         return new RemoteStorageException(message);
+    }
+
+    /**
+     * Whether a native error raised while serving a consumer's read of remote data ({@code fetchLogSegment},
+     * its stream, and the OFFSET/TIMESTAMP/TRANSACTION indexes Kafka's {@code RemoteIndexCache} fetches for it)
+     * is stored bytes that failed verification: those become Kafka's {@link CorruptRecordException}
+     * ({@link #corrupt}), everything else {@link #toRemote}.
+     *
+     * <p>Why: a stock broker hands any exception of a remote read (RemoteLogReader catches it, unwrapped) to
+     * {@code Errors.forException} for the fetch response. {@code RemoteStorageException}, {@code IOException}
+     * and {@code KafkaException} have no error code of their own and become {@code UNKNOWN_SERVER_ERROR}, which
+     * the Java consumer only logs at WARN and retries forever (FetchCollector), so an application waits
+     * silently; {@code CorruptRecordException} becomes {@code CORRUPT_MESSAGE} (error code 2, retriable), which
+     * the Java consumer raises from {@code poll()} ("Encountered corrupt message when fetching offset …") and
+     * librdkafka reports as a consumer error. The broker log keeps the native message with the object key.
+     * Not used for the indexes followers fetch (LEADER_EPOCH, PRODUCER_SNAPSHOT): a follower's fetcher treats
+     * an unexpected exception type as fatal for the partition.
+     */
+    static boolean isCorrupt(NativeException e) {
+        return e instanceof NativeCorruptException;
+    }
+
+    /** See above: the exception for stored bytes that failed verification, on a consumer's read. */
+    static CorruptRecordException corrupt(NativeException e) {
+        return new CorruptRecordException("fasttier: corrupt remote data: " + messageOf(e));
     }
 
     /** A {@code RetriableRemoteStorageException} where the broker has it, else a {@code RemoteStorageException}. */

@@ -162,15 +162,32 @@ public class FastTierRemoteStorageManagerTest {
     }
 
     @Test
-    public void libraryIsExtractedFromTheClassPathAndTheTempFileRemoved() throws IOException {
+    public void libraryIsExtractedUnderItsContentHashAndKeptForReuse() throws IOException {
         openMemory();
         String from = NativeLibraryLoader.loadedFrom();
         assertNotNull(from);
         String tmpDir = System.getProperty(NativeLibraryLoader.TMPDIR_PROPERTY);
         if (tmpDir != null && from.startsWith("plugin jar")) {
+            byte[] resource;
+            try (java.io.InputStream in = getClass().getClassLoader().getResourceAsStream(NativeLibraryLoader.resourceName())) {
+                assertNotNull(in);
+                java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+                byte[] buf = new byte[65536];
+                int n;
+                while ((n = in.read(buf)) > 0) {
+                    out.write(buf, 0, n);
+                }
+                resource = out.toByteArray();
+            }
+            String name = "libfasttier_jni-" + NativeLibraryLoader.sha256Hex(resource) + ".so";
+            Path lib = Paths.get(tmpDir, name);
+            assertTrue(from, from.contains(lib.toString()));
+            // kept (a restart or a second broker reuses it) and byte-identical to the jar's copy
+            assertTrue("content-addressed library " + lib + " must stay after load", Files.isRegularFile(lib));
+            assertArrayEquals(resource, Files.readAllBytes(lib));
             try (Stream<Path> files = Files.list(Paths.get(tmpDir))) {
-                assertEquals("extracted library must be deleted after load", 0,
-                        files.filter(p -> p.getFileName().toString().startsWith("libfasttier_jni-")).count());
+                assertEquals("no temporary file may be left behind", 0,
+                        files.filter(p -> p.getFileName().toString().endsWith(".tmp")).count());
             }
         }
     }

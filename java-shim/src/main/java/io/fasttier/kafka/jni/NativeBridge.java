@@ -27,13 +27,21 @@ public final class NativeBridge {
 
     /**
      * Validates the configuration (keys without the {@code rsm.config.} prefix) and opens an engine: S3 client,
-     * shared runtime, caches. Checks that the bucket is reachable. Throws {@link NativeConfigException} naming
-     * the offending key, or {@link NativeRetriableException}/{@link NativeFatalException} if the store check fails.
+     * shared runtime, caches. Checks the bucket: a store that answers that the configuration is wrong (no such
+     * bucket, wrong credentials) throws {@link NativeFatalException}; a store that does not answer is logged and
+     * does not fail (the broker starts like a stock one). Throws {@link NativeConfigException} naming the
+     * offending key.
      */
     public static native long open(String[] keys, String[] values);
 
-    /** Releases everything the engine holds; cancels in-flight operations; idempotent per handle. */
+    /**
+     * Releases everything the engine holds; cancels in-flight operations; idempotent per handle. Returns within
+     * a few seconds whatever the store does (see docs/operations.md).
+     */
     public static native void close(long engine);
+
+    /** Makes every running and later call on the engine fail at once (cancelled); never blocks. */
+    public static native void interrupt(long engine);
 
     /**
      * Starts copying one rolled segment and its indexes; returns an operation handle that must be finished
