@@ -543,9 +543,9 @@ def perf_phase(kc, z, s3, a, key: str, variant: str, props: dict, m_before: list
                 p.wait(5)
     kc.check_alive()
     catch_up, sizes1 = wait_same_size(kc, tsizes, stable=a.stable_secs)
+    wa = minio_buckets(s3)
     c = z.counters()
     elapsed = time.monotonic() - t_start
-    wa = minio_buckets(s3)
     m_after = plugin_metrics(kc) if kc.fast_tier else [{} for _ in kc.nodes]
     produced = appended(sizes1) - sizes0
     steady = t_e - t_w
@@ -696,9 +696,10 @@ def run_setup(key: str, z, s3, work: Path, a, profile: str = "none", endpoint: s
         z.reset_counters()
         t0 = time.monotonic()
         time.sleep(a.idle_secs)
+        wa = minio_buckets(s3)  # first: it may wait for MinIO's metrics cache, and the window includes that
         c = z.counters()
         idle_secs = time.monotonic() - t0
-        wa, ca = minio_buckets(s3), cpu_now(kc, s3)
+        ca = cpu_now(kc, s3)
         r["idle"] = {
             "secs": round(idle_secs, 1),
             "cross_zone_bytes_per_sec": round(z.cross_zone_bytes(c) / idle_secs, 1),
@@ -740,10 +741,11 @@ def run_setup(key: str, z, s3, work: Path, a, profile: str = "none", endpoint: s
             produce_done = time.monotonic() - t0
             r["probe_bulk"] = result_of(probe, "probe", a.secs + 200)
             catch_up, sizes1 = wait_same_size(kc, topics, stable=a.stable_secs)
+            wa = minio_buckets(s3)  # first: it may wait for MinIO's metrics cache
             cd = z.counters(directed=True)
             c = {(x, y): cd.get((x, y), 0) + cd.get((y, x), 0) for x, y in z.links}
             elapsed = time.monotonic() - t0
-            wa, ca = minio_buckets(s3), cpu_now(kc, s3)
+            ca = cpu_now(kc, s3)
             r["load_after_bulk"] = load_note(own)
             m_after = jmx()
             r["breakdown_bulk"] = breakdown(m_before, m_after)
@@ -1027,12 +1029,12 @@ def pyplot():
     return plt
 
 
-def latency_chart(results: dict, path: Path) -> None:
+def latency_chart(results: dict, path: Path) -> bool:
     """acks=all probe latency (alone, p50 and p99) against $ per GB at COST_MBPS_PER_BROKER MB/s per broker, one
     point per value of the cost knob; stock's probe latency of the same store profile as reference lines."""
     ks = sorted((r for r in results.get("knob", []) if r.get("cost10")), key=lambda r: r["cost10"]["total"])
     if not ks:
-        return
+        return False
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     x = [r["cost10"]["total"] for r in ks]
@@ -1057,6 +1059,7 @@ def latency_chart(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def chart(results: dict, path: Path) -> None:
@@ -1142,20 +1145,20 @@ def main() -> int:
     ap.add_argument("--knob-profile", default="express", help="the store profile of the cost-knob runs")
     ap.add_argument("--tuned-producer-props", default="batch.size=1048576 linger.ms=20",
                     help="the documented producer settings for the second perf test (space-separated KEY=VALUE)")
-    ap.add_argument("--perf-secs", type=float, default=None, help="seconds of each producer perf test (default 20)")
+    ap.add_argument("--perf-secs", type=float, default=None, help="seconds of each producer perf test (default 15)")
     ap.add_argument("--perf-record-size", type=int, default=1024)
     ap.add_argument("--notify-port", default="auto",
                     help="rsm.config.replication.fast.notify.port for fastrepl: auto (the harness's port, or a free "
                          "one; not set if the plugin build does not know the setting), 0 (not set: followers poll) "
                          "or a port")
     ap.add_argument("--rate", type=float, default=2.0, help="bulk producer MB/s of record values")
-    ap.add_argument("--secs", type=float, default=None, help="seconds of bulk produce (default 30)")
+    ap.add_argument("--secs", type=float, default=None, help="seconds of bulk produce (default 20)")
     ap.add_argument("--batch-bytes", type=int, default=1000000, help="bulk producer batch.size")
     ap.add_argument("--probe-rate", type=float, default=10.0, help="records/s of each latency probe")
     ap.add_argument("--max-in-flight", type=int, default=1,
                     help="max.in.flight.requests.per.connection of the bulk producer and the probes")
-    ap.add_argument("--idle-secs", type=float, default=None, help="default 15")
-    ap.add_argument("--probe-alone-secs", type=float, default=None, help="default 20")
+    ap.add_argument("--idle-secs", type=float, default=None, help="default 12")
+    ap.add_argument("--probe-alone-secs", type=float, default=None, help="default 15")
     ap.add_argument("--warmup-secs", type=float, default=None, help="default 5")
     ap.add_argument("--stable-secs", type=float, default=None,
                     help="replicas count as caught up when equal and unchanged this long (default 5)")
@@ -1182,7 +1185,7 @@ def main() -> int:
         return probe_main(a)
     quick = {"secs": 6, "idle_secs": 4, "probe_alone_secs": 5, "warmup_secs": 2, "perf_secs": 6, "stable_secs": 2,
              "store_profiles": "express", "upload_intervals": "50"}
-    full = {"secs": 30, "idle_secs": 15, "probe_alone_secs": 20, "warmup_secs": 5, "perf_secs": 20, "stable_secs": 5,
+    full = {"secs": 20, "idle_secs": 12, "probe_alone_secs": 15, "warmup_secs": 5, "perf_secs": 15, "stable_secs": 5,
             "store_profiles": ",".join(PROFILES), "upload_intervals": "10,25,50,100"}
     for k, v in (quick if a.quick else full).items():
         if getattr(a, k) is None:
@@ -1263,8 +1266,10 @@ def main() -> int:
             if done == planned:
                 for fn, path in ((chart, a.chart), (latency_chart, a.latency_chart)):
                     try:
-                        fn(results, Path(path))
-                        log(f"chart: {path}")
+                        if fn(results, Path(path)) is False:
+                            log(f"no chart {path}: no cost-knob run with a cost")
+                        else:
+                            log(f"chart: {path}")
                     except Exception as e:  # noqa: BLE001 - the figures above stand without it
                         log(f"no chart {path}: {e}")
     return 0
