@@ -376,6 +376,29 @@ def test_leader_killed_during_copy_no_loss_no_orphans(kc, s3_server):
 # 5. corrupted object: an error naming the key, never wrong data
 
 
+def _java_consumer_fails_fast(kc, topic: str) -> None:
+    """Kafka's own Java console consumer (the broker's kafka-tools jar) on the corrupt topic: it must stop
+    with the corrupt-message error well before its 60 s time-out. With UNKNOWN_SERVER_ERROR (before) it only
+    logged a WARN per fetch and waited the whole time-out, then exited normally with 0 messages."""
+    import subprocess
+
+    from harness.kafka import java_bin, kafka_libs
+
+    argv = [
+        java_bin(), "-Xmx256m", "-cp", f"{kafka_libs(kc.version)}/*",
+        "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", kc.bootstrap_servers(),
+        "--topic", topic, "--from-beginning", "--timeout-ms", "60000",
+    ]
+    t0 = time.monotonic()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - t0
+    out = r.stdout + r.stderr
+    line = next((l for l in out.splitlines() if "Encountered corrupt message" in l), None)
+    assert line, f"Java consumer (exit {r.returncode}, {took:.1f}s) did not report corruption:\n{out[-3000:]}"
+    assert took < 40, f"Java consumer took {took:.1f}s to fail"
+    print(f"Java consumer: exit {r.returncode} after {took:.1f}s: {line.strip()[:200]}")
+
+
 @pytest.mark.parametrize("suffix", [".log", ".manifest", ".indexes"])
 def test_corrupted_object_is_an_error_not_data(kc, s3_server, bulk, suffix):
     """Flip 64 bytes in the middle of every <suffix> object of a tiered topic: reading it must fail with
@@ -422,6 +445,8 @@ def test_corrupted_object_is_an_error_not_data(kc, s3_server, bulk, suffix):
         f"its new ERROR/WARN lines: {[l for l in new_lines.splitlines() if ' ERROR ' in l or ' WARN ' in l][:10]}"
     )
     print(f"{suffix}: broker {leader} logged: {named[0][:300]}")
+    if suffix == ".log":
+        _java_consumer_fails_fast(kc, topic)
     # the remote tier still serves intact data of other topics
     first = {k: v for k, v in bulk.produced.records.items() if k[0] == 0 and k[1] < 2000}
     again = consume_all(kc, bulk.topic, {0: 2000}, timeout=60)

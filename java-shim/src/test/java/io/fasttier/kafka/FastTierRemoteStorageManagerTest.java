@@ -179,7 +179,15 @@ public class FastTierRemoteStorageManagerTest {
                 }
                 resource = out.toByteArray();
             }
-            String name = "libfasttier_jni-" + NativeLibraryLoader.sha256Hex(resource) + ".so";
+            StringBuilder hex = new StringBuilder();
+            try {
+                for (byte x : java.security.MessageDigest.getInstance("SHA-256").digest(resource)) {
+                    hex.append(String.format("%02x", x));
+                }
+            } catch (java.security.NoSuchAlgorithmException e) {
+                throw new AssertionError(e);
+            }
+            String name = "libfasttier_jni-" + hex + ".so";
             Path lib = Paths.get(tmpDir, name);
             assertTrue(from, from.contains(lib.toString()));
             // kept (a restart or a second broker reuses it) and byte-identical to the jar's copy
