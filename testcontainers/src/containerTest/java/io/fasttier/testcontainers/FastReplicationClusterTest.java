@@ -70,6 +70,23 @@ public class FastReplicationClusterTest {
 
     @Test
     public void replicationThroughTheFastTierAndABrokerRestart() throws Exception {
+        try {
+            run();
+        } catch (Throwable t) {
+            for (FastTierKafkaContainer b : cluster.brokers()) {
+                if (b.getContainerId() != null) {
+                    String[] lines = b.getLogs().split("\n");
+                    System.out.println("---- " + b + ": last 60 of " + lines.length + " log lines");
+                    for (int i = Math.max(0, lines.length - 60); i < lines.length; i++) {
+                        System.out.println(lines[i]);
+                    }
+                }
+            }
+            throw t;
+        }
+    }
+
+    private void run() throws Exception {
         String topic = "replicated";
         Map<String, String> cfg = new HashMap<>();
         cfg.put("remote.storage.enable", "true");

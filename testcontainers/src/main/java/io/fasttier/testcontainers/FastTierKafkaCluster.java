@@ -87,6 +87,12 @@ public class FastTierKafkaCluster implements Startable, AutoCloseable {
                     .withBrokerConfig("rlmm.config.remote.log.metadata.topic.min.isr", minIsr)
                     .withBrokerConfig("auto.leader.rebalance.enable", "false")
                     .withBrokerConfig("replica.lag.time.max.ms", "10000");
+            // BROKER and CONTROLLER on the broker's own address, not 0.0.0.0: with fast replication the plugin's
+            // proxies listen on 127.0.100.<leader id>:9093 in the same container, and a wildcard bind of the same
+            // port would fail ("Address already in use")
+            b.withEnv("KAFKA_LISTENERS", "PLAINTEXT://0.0.0.0:9092,BROKER://" + address + ":"
+                    + FastTierKafkaContainer.BROKER_PORT + ",CONTROLLER://" + address + ":"
+                    + FastTierKafkaContainer.CONTROLLER_PORT);
             b.withNetworkAliases(name);
             b.withCreateContainerCmdModifier(cmd -> cmd.withHostName(name).withIpv4Address(address));
             if (fastReplication) {
