@@ -35,7 +35,7 @@
 #   FASTTIER_PLUGIN_DIR       plugin jar + .so (default <repo>/build/plugin)
 #   FASTTIER_DOCKER_NETNS     network namespace name (default fasttier-docker)
 #   FASTTIER_DOCKER_RUN       runtime dir: socket, pid file, exec root (default /run/fasttier-docker)
-#   FASTTIER_DEBIAN_MIRROR    debootstrap mirror (default: the first deb.debian.org-style URI apt uses)
+#   FASTTIER_DEBIAN_MIRROR    debootstrap mirror (default: the Debian archive URI of apt's own sources)
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="${FASTTIER_CACHE:-$HOME/.cache/fasttier}"
@@ -131,6 +131,8 @@ cmd_stop() {
     rm -f "$f"
   done
   rm -f "$SOCK"
+  rm -rf "$RUN/exec"
+  rmdir "$RUN" 2>/dev/null || true
   if [[ -e "/run/netns/$NS" ]]; then ip netns del "$NS" 2>/dev/null || true; fi
   log "stopped"
 }
@@ -163,7 +165,8 @@ debian_mirror() {
   local uri
   uri=$(grep -hoE '^(URIs:|deb) +(\[[^]]*\] +)?https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
     | grep -oE 'https?://[^ ]+' | head -1 || true)
-  echo "${uri:-http://deb.debian.org/debian}"
+  [[ -n "$uri" ]] || die "no Debian archive URI in apt's sources: set FASTTIER_DEBIAN_MIRROR"
+  echo "$uri"
 }
 
 build_base() {
