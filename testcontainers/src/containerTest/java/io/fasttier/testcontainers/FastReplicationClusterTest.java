@@ -58,6 +58,13 @@ public class FastReplicationClusterTest {
         return sum;
     }
 
+    private static String directoryId(FastTierKafkaContainer b) throws Exception {
+        String props = b.execInContainer("cat", FastTierKafkaContainer.DATA_PATH + "/data/meta.properties").getStdout();
+        String id = props.replaceAll("(?s).*directory\\.id=([^\\n]*).*", "$1");
+        assertTrue("meta.properties: " + props, !id.isEmpty() && !id.equals(props));
+        return id;
+    }
+
     private static void waitForFullIsr(Admin admin, String topic) throws InterruptedException {
         Clients.waitUntil(Duration.ofSeconds(120), () -> "ISR of " + topic + " to be 3 everywhere", () -> {
             try {
@@ -113,7 +120,10 @@ public class FastReplicationClusterTest {
                     produced, perBroker);
 
             // 2. restart broker 2 (a follower or leader of some partitions) while producing continues
+            String dirBefore = directoryId(cluster.broker(2));
             cluster.restartBroker(2);
+            // a new container on the same volume: the log dir is the one formatted before, with its data
+            assertEquals("directory.id of broker 2's log dir across the restart", dirBefore, directoryId(cluster.broker(2)));
             long n2 = 3000;
             Clients.produce(cluster.bootstrapServers(), topic, PARTITIONS, n1, n2, VALUE);
             waitForFullIsr(admin, topic);
