@@ -19,7 +19,13 @@ import pytest
 from harness import wait_until
 from harness.data import consume_all, produce, assert_same
 from harness.jmx import Jmx
-from harness.workload import ContinuousProducer, assert_nothing_lost, elect_preferred, kill_leader_and_restart
+from harness.workload import (
+    ContinuousProducer,
+    assert_nothing_lost,
+    elect_preferred,
+    high_watermarks,
+    kill_leader_and_restart,
+)
 from harness.zones import Zones, bed_support, bed_with_s3
 
 _ok, _why = bed_support()
@@ -35,14 +41,14 @@ PRODUCE_MB = float(os.environ.get("FASTTIER_ZONES_MB", "16"))
 MB = 1_000_000
 PARTITIONS = 12
 ASSIGNMENT = [[0, 1, 2], [1, 2, 0], [2, 0, 1]] * 4  # partition p is led by node p % 3, in zone p % 3
-# A throughput-oriented producer. Through the fast tier, acks=all waits for the fast tier's lag (a few hundred
-# ms instead of a few ms), and a broker handles one produce request per connection at a time, so a partition
-# moves at most batch.size per acks=all round trip: batches must be larger (docs/replication.md).
+# A throughput-oriented producer. Through the fast tier, acks=all waits for the fast tier's round trip (tens
+# of ms instead of a few), and a broker handles one produce request per connection at a time, so a partition
+# moves at most batch.size per acks=all round trip: larger batches keep throughput (docs/replication.md).
 PRODUCER = {"batch.size": 131072, "linger.ms": 20}
-RSM = {"wal.upload.interval.ms": 100, "replication.fast.poll.ms": 20,
-       # a 2-core CI box running 3 brokers, MinIO and the clients stalls now and then for seconds; a partition
-       # should not leave the fast tier for that (the fallback itself is tested with S3 down)
-       "replication.fast.max.lag.ms": 10000}
+# the plugin's defaults (group-commit uploads, notifications, immediate offset reports), except that a 2-core
+# CI box running 3 brokers, MinIO and the clients stalls now and then for seconds; a partition should not
+# leave the fast tier for that (the fallback itself is tested with S3 down)
+RSM = {"replication.fast.max.lag.ms": 10000}
 FAST_RSM = {**RSM, **json.loads(os.environ.get("FASTTIER_ZONES_FAST_RSM", "{}"))}
 
 _results: dict[str, dict] = {}
@@ -240,3 +246,39 @@ def test_leader_kill_and_preferred_election(bed, make_cluster):
     acked = fast_path_then_stop(kc, prod, topic, "the fast path to carry replication under the new leaders")
     print(f"\n[zones-moves] broker {victim} killed and back, preferred leaders elected; {len(acked.records)} acked "
           f"records read back; replicas identical")
+
+
+PERF_RECORDS = int(os.environ.get("FASTTIER_ZONES_PERF_RECORDS", "30000"))
+
+
+def test_default_java_producer_at_full_speed(bed, make_cluster):
+    """Kafka's own producer perf tool with every producer setting at Kafka's default (acks=all, idempotence,
+    batch.size 16 KiB, linger.ms 5) at full speed through the fast tier: every record is acknowledged, nothing
+    is lost or duplicated, replicas end identical, and the followers' bytes came from the fast tier. The
+    throughput is printed (the benchmark compares it with stock: make bench-zones), not asserted."""
+    z, s3 = bed
+    kc = make_cluster(3, version=VERSION, plugin=True, s3=s3, zones=z, name="zones-perf", rsm_config=FAST_RSM,
+                      fast_replication=True, jmx=True)
+    topic, parts = "perf", LOADED_PARTITIONS
+    kc.create_topic(topic, config={"remote.storage.enable": "true", "min.insync.replicas": 2},
+                    replica_assignment=ASSIGNMENT[:parts])
+    kc.wait_for_isr(topic, 3)
+    fast_before = sum(fast_metric(kc, "replication-fast-bytes-total").values())
+    t0 = time.monotonic()
+    r = kc.run_tool("org.apache.kafka.tools.ProducerPerformance",
+                    ["--topic", topic, "--num-records", str(PERF_RECORDS), "--record-size", "1000",
+                     "--throughput", "-1", "--producer-props", f"bootstrap.servers={kc.bootstrap_servers()}"],
+                    timeout=300)
+    took = time.monotonic() - t0
+    summary = [line for line in r.stdout.splitlines() if "records sent" in line]
+    print(f"\n[zones-perf] {took:.1f} s: {summary[-1] if summary else r.stdout[-500:]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert summary and summary[-1].startswith(f"{PERF_RECORDS} records sent"), r.stdout[-2000:]
+    assert "Exception" not in r.stderr, r.stderr[-2000:]
+    wait_identical(kc, topic, partitions=parts)
+    # idempotent acks=all: exactly the records sent, each once
+    hw = high_watermarks(kc, topic, parts)
+    assert sum(hw.values()) == PERF_RECORDS, hw
+    assert all(n == 3 for n in isr_sizes(kc, topic).values()), kc.partition_state(topic)
+    fast_bytes = sum(fast_metric(kc, "replication-fast-bytes-total").values()) - fast_before
+    assert fast_bytes >= 1.5 * PERF_RECORDS * 1000 * 0.9, f"followers got {fast_bytes} bytes from the fast tier"

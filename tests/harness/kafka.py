@@ -56,6 +56,7 @@ from .procs import (
     ManagedProcess,
     StopWaiting,
     cache_dir,
+    free_port,
     free_ports,
     port_open,
     tail,
@@ -202,6 +203,8 @@ class KafkaCluster:
         self.zones = zones
         self.client_zone = client_zone
         self.fast_replication = fast_replication
+        # the leaders' new-object notification listeners: one port for every broker (each on its zone address)
+        self.notify_port = free_port() if fast_replication else None
         self._forwarders: dict[int, list] = {}
         self.n = n_brokers
         self.version = version
@@ -314,6 +317,7 @@ class KafkaCluster:
             props["rsm.config.replication.fast.brokers"] = ",".join(
                 f"{n.node_id}@{n.host}:{n.broker_port}" for n in self.nodes
             )
+            props["rsm.config.replication.fast.notify.port"] = self.notify_port
         if not self.fast_tier:
             props["rsm.config.wal.enable"] = "false"
         props.update(self.rsm_overrides)

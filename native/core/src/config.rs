@@ -74,6 +74,8 @@ pub struct BrokerEndpoint {
 pub struct ReplicationConfig {
     /// `replication.fast.enable`.
     pub enabled: bool,
+    /// What the proxy accepts from whom, and for how long (`docs/replication.md`, "Hardening").
+    pub limits: ProxyLimits,
     /// The real inter-broker endpoints of the brokers (this broker's own entry is skipped).
     pub brokers: Vec<BrokerEndpoint>,
     /// Listen address pattern; `{id}` is replaced by the leader's broker id (the port is the leader's).
@@ -94,8 +96,70 @@ pub struct ReplicationConfig {
     pub report_margin: Duration,
     /// Longest time between two answered reports (high watermark, errors, diverging epochs).
     pub keepalive: Duration,
-    /// Shortest time between two silent offset reports on one follower connection.
+    /// Shortest time between two silent offset reports on one follower connection (0: none).
     pub report_interval: Duration,
+    /// Port of every broker's new-object notification listener (on its host in `brokers`); 0 = none.
+    pub notify_port: u16,
+}
+
+/// The proxy's limits on its callers (`docs/replication.md`, "Hardening").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyLimits {
+    /// `replication.fast.auth`: which callers are served.
+    pub auth: crate::catchup::caller::CallerCheck,
+    /// `replication.fast.max.connections.per.leader`: connections one leader's listener serves at a time.
+    pub max_connections_per_leader: usize,
+    /// `replication.fast.max.connections`: connections all listeners serve at a time.
+    pub max_connections: usize,
+    /// `replication.fast.handshake.timeout.ms`: a connection's first request must arrive within this.
+    pub handshake_timeout: Duration,
+    /// `replication.fast.idle.timeout.ms`: a connection with no request and no answer outstanding for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// `replication.fast.max.frame.bytes`: the largest request frame relayed.
+    pub max_frame: usize,
+    /// `replication.fast.release.ms`: a leader's stream reader (and its status) no follower connection
+    /// used for this long is stopped; the next replica fetch starts it again.
+    pub release_after: Duration,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        ProxyLimits {
+            auth: crate::catchup::caller::CallerCheck::Process,
+            max_connections_per_leader: 64,
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(540),
+            max_frame: 100 * MIB as usize,
+            release_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The default listen address pattern: the leader's id spread over the last three octets of 127.0.0.0/8
+/// (`127.0.100.<id>` for ids up to 255).
+pub const DEFAULT_BIND: &str = "127.{id.octets}";
+/// `{id.octets}` of id 0 (as a 24-bit number): 0.100.0.
+const OCTETS_BASE: u32 = 100 << 8;
+/// How many ids `{id.octets}` tells apart: 0.100.0 up to 255.255.254 (127.255.255.255 is the broadcast
+/// address of 127.0.0.0/8).
+pub const OCTETS_SPAN: u32 = 0xff_ff_ff - OCTETS_BASE;
+
+/// `{id.octets}`: `id` as three octets `a.b.c`, 0.100.0 + id (wrapping after [`OCTETS_SPAN`] ids).
+pub fn id_octets(id: i32) -> String {
+    let n = OCTETS_BASE + (id.unsigned_abs() % OCTETS_SPAN);
+    format!("{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff)
+}
+
+/// The listen address `bind` (a `replication.fast.bind` pattern) gives `leader`.
+pub fn listen_addr_for(bind: &str, leader: &BrokerEndpoint) -> String {
+    let host = bind.replace("{id.octets}", &id_octets(leader.id)).replace("{id}", &leader.id.to_string());
+    if host.contains(':') {
+        format!("[{host}]:{}", leader.port)
+    } else {
+        format!("{host}:{}", leader.port)
+    }
 }
 
 /// The least memory for fast-tier data the proxy keeps per leader, whatever `replication.fast.cache.bytes`.
@@ -109,7 +173,7 @@ impl ReplicationConfig {
 
     /// Where the proxy for `leader` listens.
     pub fn listen_addr(&self, leader: &BrokerEndpoint) -> String {
-        format!("{}:{}", self.bind.replace("{id}", &leader.id.to_string()), leader.port)
+        listen_addr_for(&self.bind, leader)
     }
 }
 
@@ -123,7 +187,8 @@ pub struct WalConfig {
     pub s3: S3Settings,
     /// Key prefix of WAL objects ("" or ends with '/'); defaults to the slow tier's prefix.
     pub prefix: String,
-    /// At most this long between new data in the log and the upload of an object holding it.
+    /// Shortest time between the starts of two uploads (the cost knob); data is uploaded as soon as it is
+    /// found and the previous upload finished.
     pub upload_interval: Duration,
     /// An object is uploaded as soon as this much new data is buffered.
     pub max_object_bytes: u64,
@@ -256,8 +321,8 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "wal.prefix", default: "(prefix)", doc: "key prefix of fast-tier objects" },
     KeyDoc {
         key: "wal.upload.interval.ms",
-        default: "250",
-        doc: "longest time between new data and its upload; 10..60000",
+        default: "20",
+        doc: "shortest time between the starts of two uploads: the cost knob (at most 1000/interval PUTs per second per broker; data is uploaded as soon as it is found and the previous upload finished); 0..60000",
     },
     KeyDoc {
         key: "wal.max.object.bytes",
@@ -302,8 +367,43 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "replication.fast.bind",
-        default: "127.0.100.{id}",
-        doc: "proxy listen address per leader ({id} = its broker id; the port is the leader's)",
+        default: "127.{id.octets}",
+        doc: "proxy listen address per leader ({id.octets} = 0.100.0 + broker id as three octets, {id} = the id; the port is the leader's)",
+    },
+    KeyDoc {
+        key: "replication.fast.auth",
+        default: "process",
+        doc: "who the proxy serves: process = only this broker's own connections (checked at accept), none = anyone (tests)",
+    },
+    KeyDoc {
+        key: "replication.fast.max.connections.per.leader",
+        default: "64",
+        doc: "connections one leader's proxy listener serves at a time; more are closed at accept; 1..100000",
+    },
+    KeyDoc {
+        key: "replication.fast.max.connections",
+        default: "256",
+        doc: "connections all proxy listeners serve at a time; 1..1000000",
+    },
+    KeyDoc {
+        key: "replication.fast.handshake.timeout.ms",
+        default: "10000",
+        doc: "a proxy connection's first request must arrive within this; 100..600000",
+    },
+    KeyDoc {
+        key: "replication.fast.idle.timeout.ms",
+        default: "540000",
+        doc: "a proxy connection with no request and no answer outstanding this long is closed; 1000..86400000",
+    },
+    KeyDoc {
+        key: "replication.fast.max.frame.bytes",
+        default: "104857600",
+        doc: "largest request the proxy relays (Kafka's socket.request.max.bytes default); 65536..2097152000",
+    },
+    KeyDoc {
+        key: "replication.fast.release.ms",
+        default: "60000",
+        doc: "a leader's stream reader and status no follower connection used this long are released; 100..86400000",
     },
     KeyDoc {
         key: "replication.fast.max.lag.ms",
@@ -315,7 +415,16 @@ pub const KEYS: &[KeyDoc] = &[
         default: "10000",
         doc: "after a fallback, stay with the leader this long before trying the fast tier again",
     },
-    KeyDoc { key: "replication.fast.poll.ms", default: "50", doc: "how often a leader's stream is polled; 5..10000" },
+    KeyDoc {
+        key: "replication.fast.poll.ms",
+        default: "50",
+        doc: "how often a leader's stream is polled for its next object while no notification channel to it is up; 5..10000",
+    },
+    KeyDoc {
+        key: "replication.fast.notify.port",
+        default: "0",
+        doc: "port of the new-object notification listener, the same on every broker, on its host from replication.fast.brokers (0 = none: followers poll); 0..65535",
+    },
     KeyDoc {
         key: "replication.fast.cache.bytes",
         default: "134217728",
@@ -338,8 +447,8 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "replication.fast.report.interval.ms",
-        default: "200",
-        doc: "shortest time between silent offset reports per follower connection (acks=all latency vs cross-zone bytes); 10..60000",
+        default: "0",
+        doc: "shortest time between silent offset reports per follower connection (0 = as soon as the follower's offset moved: acks=all latency vs connections to the leader); 0..60000",
     },
     KeyDoc {
         key: "native.library.path",
@@ -457,7 +566,7 @@ fn wal_config(r: &Reader, slow: &S3Settings, slow_prefix: &str) -> Result<WalCon
         None => slow_prefix.to_string(),
     };
     let max_object_bytes = r.u64("wal.max.object.bytes", 8 * MIB, 64 * 1024, 256 * MIB)?;
-    let upload_interval = Duration::from_millis(r.u64("wal.upload.interval.ms", 250, 10, 60_000)?);
+    let upload_interval = Duration::from_millis(r.u64("wal.upload.interval.ms", 20, 0, 60_000)?);
     Ok(WalConfig {
         enabled: r.bool("wal.enable", true)?,
         s3,
@@ -502,15 +611,37 @@ fn replication_config(r: &Reader) -> Result<ReplicationConfig> {
             format!("is required when {} is true (id@host:port of every broker)", full("replication.fast.enable")),
         ));
     }
-    let bind = r.string("replication.fast.bind").unwrap_or_else(|| "127.0.100.{id}".to_string());
-    if brokers.len() > 1 && !bind.contains("{id}") {
+    let bind = r.string("replication.fast.bind").unwrap_or_else(|| DEFAULT_BIND.to_string());
+    if brokers.len() > 1 && !bind.contains("{id}") && !bind.contains("{id.octets}") {
         return Err(Error::config(
             full("replication.fast.bind"),
-            format!("value={bind:?} must contain {{id}} (one listen address per leader)"),
+            format!("value={bind:?} must contain {{id}} or {{id.octets}} (one listen address per leader)"),
         ));
     }
+    let mut seen: Vec<(String, i32)> = Vec::new();
+    for b in &brokers {
+        let addr = listen_addr_for(&bind, b);
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::config(
+                full("replication.fast.bind"),
+                format!(
+                    "value={bind:?} gives broker id={} the address {addr:?}, not an IP address (use {{id.octets}})",
+                    b.id
+                ),
+            ));
+        }
+        if let Some((_, other)) = seen.iter().find(|(a, _)| *a == addr) {
+            return Err(Error::config(
+                full("replication.fast.bind"),
+                format!("value={bind:?} gives broker ids {other} and {} the same listen address {addr}", b.id),
+            ));
+        }
+        seen.push((addr, b.id));
+    }
+    let limits = proxy_limits(r)?;
     Ok(ReplicationConfig {
         enabled,
+        limits,
         brokers,
         bind,
         max_lag: Duration::from_millis(r.u64("replication.fast.max.lag.ms", 3_000, 100, 600_000)?),
@@ -520,7 +651,32 @@ fn replication_config(r: &Reader) -> Result<ReplicationConfig> {
         lookback_objects: r.u64("replication.fast.lookback.objects", 16, 0, 10_000)?,
         report_margin: Duration::from_millis(r.u64("replication.fast.report.margin.ms", 50, 0, 10_000)?),
         keepalive: Duration::from_millis(r.u64("replication.fast.keepalive.ms", 5_000, 100, 60_000)?),
-        report_interval: Duration::from_millis(r.u64("replication.fast.report.interval.ms", 200, 10, 60_000)?),
+        report_interval: Duration::from_millis(r.u64("replication.fast.report.interval.ms", 0, 0, 60_000)?),
+        notify_port: r.u64("replication.fast.notify.port", 0, 0, 65_535)? as u16,
+    })
+}
+
+fn proxy_limits(r: &Reader) -> Result<ProxyLimits> {
+    use crate::catchup::caller::CallerCheck;
+    let auth = match r.string("replication.fast.auth").as_deref().map(str::trim) {
+        None | Some("process") => CallerCheck::Process,
+        Some("none") => CallerCheck::None,
+        Some(other) => {
+            return Err(Error::config(
+                full("replication.fast.auth"),
+                format!("value={other:?} must be process or none"),
+            ))
+        }
+    };
+    let ms = |key: &str, default: u64, min: u64, max: u64| r.u64(key, default, min, max).map(Duration::from_millis);
+    Ok(ProxyLimits {
+        auth,
+        max_connections_per_leader: r.u64("replication.fast.max.connections.per.leader", 64, 1, 100_000)? as usize,
+        max_connections: r.u64("replication.fast.max.connections", 256, 1, 1_000_000)? as usize,
+        handshake_timeout: ms("replication.fast.handshake.timeout.ms", 10_000, 100, 600_000)?,
+        idle_timeout: ms("replication.fast.idle.timeout.ms", 540_000, 1_000, 86_400_000)?,
+        max_frame: r.u64("replication.fast.max.frame.bytes", 100 * MIB, 64 * 1024, 2_000 * MIB)? as usize,
+        release_after: ms("replication.fast.release.ms", 60_000, 100, 86_400_000)?,
     })
 }
 
@@ -699,7 +855,7 @@ mod tests {
         assert_eq!(c.wal.s3.bucket, "slow");
         assert_eq!(c.wal.s3.endpoint.as_deref(), Some("http://h:9000"));
         assert_eq!(c.wal.prefix, "c1/");
-        assert_eq!(c.wal.upload_interval, Duration::from_millis(250));
+        assert_eq!(c.wal.upload_interval, Duration::from_millis(20));
         let c = Config::from_pairs(&[
             ("s3.bucket", "slow"),
             ("wal.bucket", "fast--use1-az4--x-s3"),
@@ -716,7 +872,7 @@ mod tests {
         assert!(!c.wal.topic_selected("orders-tmp"));
         assert!(err(&[("s3.bucket", "b12"), ("wal.bucket", "X")]).contains("key=rsm.config.wal.bucket"));
         assert!(err(&[("s3.bucket", "b12"), ("wal.endpoint", "h:1")]).contains("key=rsm.config.wal.endpoint"));
-        assert!(err(&[("s3.bucket", "b12"), ("wal.upload.interval.ms", "5")]).contains("wal.upload.interval.ms"));
+        assert!(err(&[("s3.bucket", "b12"), ("wal.upload.interval.ms", "60001")]).contains("wal.upload.interval.ms"));
         assert!(err(&[("s3.bucket", "b12"), ("wal.uplaod.interval.ms", "5")]).contains("is not a fasttier setting"));
         assert!(err(&[("s3.bucket", "b12"), ("wal.max.object.bytes", "1")]).contains("wal.max.object.bytes"));
     }
@@ -735,6 +891,34 @@ mod tests {
         assert_eq!(c.replication.brokers[1], BrokerEndpoint { id: 1, host: "kafka-1.internal".into(), port: 9093 });
         assert_eq!(c.replication.brokers[2].host, "::1");
         assert_eq!(c.replication.listen_addr(&c.replication.brokers[1]), "127.0.100.1:9093");
+        assert_eq!(c.replication.limits, ProxyLimits::default());
+        // broker ids of any size: the default spreads the id over the last three octets
+        let big = |id: i32| BrokerEndpoint { id, host: "h".into(), port: 9 };
+        assert_eq!(c.replication.listen_addr(&big(256)), "127.0.101.0:9");
+        assert_eq!(c.replication.listen_addr(&big(70_000)), "127.1.117.112:9");
+        assert_eq!(c.replication.listen_addr(&big(OCTETS_SPAN as i32 - 1)), "127.255.255.254:9");
+        assert_eq!(c.replication.listen_addr(&big(i32::MAX)), format!("127.{}:9", id_octets(i32::MAX)));
+        let e = err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "0@h:1,16751615@g:1")]);
+        assert!(e.contains("broker ids 0 and 16751615 the same listen address 127.0.100.0:1"), "{e}");
+        let e = err(&[
+            ("s3.bucket", "b12"),
+            ("replication.fast.brokers", "1@h:1,300@g:2"),
+            ("replication.fast.bind", "127.0.100.{id}"),
+        ]);
+        assert!(e.contains("broker id=300") && e.contains("not an IP address"), "{e}");
+        let c = Config::from_pairs(&[
+            ("s3.bucket", "b12"),
+            ("replication.fast.brokers", "1@h:1,300@g:2"),
+            ("replication.fast.bind", "10.{id.octets}"),
+            ("replication.fast.auth", "none"),
+            ("replication.fast.idle.timeout.ms", "5000"),
+        ])
+        .unwrap();
+        assert_eq!(c.replication.listen_addr(&c.replication.brokers[1]), "10.0.101.44:2");
+        assert_eq!(c.replication.limits.auth, crate::catchup::caller::CallerCheck::None);
+        assert_eq!(c.replication.limits.idle_timeout, Duration::from_secs(5));
+        assert!(err(&[("s3.bucket", "b12"), ("replication.fast.auth", "tls")])
+            .contains("key=rsm.config.replication.fast.auth"));
         let e = err(&[("s3.bucket", "b12"), ("replication.fast.enable", "true")]);
         assert!(e.contains("key=rsm.config.replication.fast.brokers is required"), "{e}");
         let e = err(&[("s3.bucket", "b12"), ("replication.fast.brokers", "1@h")]);

@@ -53,6 +53,8 @@ pub struct Engine {
     /// Cancelled by [`Engine::interrupt`] / [`Engine::close`]: every blocking entry point then returns
     /// `Cancelled` at once instead of waiting for the store.
     closing: Cancel,
+    /// The new-object notification listener for followers, when `replication.fast.notify.port` is set.
+    notify: std::sync::Mutex<Option<crate::catchup::notify::NotifyServer>>,
     // Dropped last (field order): tasks above may still reference the runtime while it shuts down.
     runtime: Arc<RuntimeLease>,
 }
@@ -160,6 +162,7 @@ impl Engine {
         };
         let mut engine = Self::build(config, store, wal_store, runtime, metrics);
         engine.catchup = catchup;
+        engine.notify = std::sync::Mutex::new(engine.start_notify()?);
         Ok(engine)
     }
 
@@ -211,7 +214,39 @@ impl Engine {
             _ => None,
         };
         let slow = Arc::new(SlowTier::new(store, settings, metrics.clone()));
-        Engine { config, slow, metrics, coverage, fast, catchup: None, closing: Cancel::new(), runtime }
+        Engine {
+            config,
+            slow,
+            metrics,
+            coverage,
+            fast,
+            catchup: None,
+            closing: Cancel::new(),
+            notify: Default::default(),
+            runtime,
+        }
+    }
+
+    /// The notification listener: on this broker's host from `replication.fast.brokers`, telling followers
+    /// the fast tier's tip after every upload (`catchup/notify.rs`).
+    fn start_notify(&self) -> Result<Option<crate::catchup::notify::NotifyServer>> {
+        let r = &self.config.replication;
+        let (Some(fast), Some(_)) = (&self.fast, &self.catchup) else { return Ok(None) };
+        if r.notify_port == 0 {
+            return Ok(None);
+        }
+        let Some(me) = r.brokers.iter().find(|b| b.id == self.config.broker_id) else {
+            tracing::warn!(
+                "fast replication: broker id={} is not in replication.fast.brokers; no notification listener \
+                 (its followers poll its stream)",
+                self.config.broker_id
+            );
+            return Ok(None);
+        };
+        let addr = format!("{}:{}", me.host, r.notify_port);
+        let server =
+            crate::catchup::notify::NotifyServer::start(&addr, self.config.broker_id, fast.tip(), self.metrics.clone());
+        self.runtime.handle().block_on(server).map(Some)
     }
 
     /// The fast tier, if enabled.
@@ -277,6 +312,7 @@ impl Engine {
         if let Some(c) = &self.catchup {
             c.close();
         }
+        drop(self.notify.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     pub fn config(&self) -> &Config {

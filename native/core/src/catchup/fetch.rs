@@ -51,6 +51,21 @@ const SILENT_HOLD: Duration = Duration::from_millis(100);
 /// A silent report waits this long in the leader's fetch purgatory (far longer than [`SILENT_HOLD`], so the
 /// leader never gets to answer it on a live connection).
 const SILENT_WAIT_MS: i32 = 2_000;
+/// A connection opened ahead for a silent report is used only this young (Kafka closes idle connections
+/// after `connections.max.idle.ms`, 10 minutes by default).
+const SPARE_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// A new connection to the leader's real inter-broker endpoint, with `no_delay`.
+async fn dial(route: &Route, timeout: Duration) -> Result<tokio::net::TcpStream> {
+    let addr = route.resolve().await?;
+    let sock = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::Network { op: "connect", peer: route.peer.clone(), detail: "timeout".into() })?
+        .map_err(|e| super::wire::net("connect", &route.peer, e))?;
+    let _ = sock.set_nodelay(true);
+    Ok(sock)
+}
+
 /// The offset after the last of the whole batches in `records` (None if it holds no whole batch).
 fn batches_end(records: &Bytes) -> Option<i64> {
     let mut at = 0usize;
@@ -100,12 +115,16 @@ pub struct Route {
 
 impl Route {
     pub async fn connect(&self, ctx: &Ctx) -> Result<Upstream> {
-        let addr = tokio::net::lookup_host(&self.target)
+        Upstream::connect(self.resolve().await?, &self.peer, ctx.connect_timeout).await
+    }
+
+    /// The leader's address, resolved by the operating system (not the JVM's name table).
+    async fn resolve(&self) -> Result<std::net::SocketAddr> {
+        tokio::net::lookup_host(&self.target)
             .await
             .map_err(|e| super::wire::net("resolve", &self.peer, e))?
             .next()
-            .ok_or_else(|| Error::Network { op: "resolve", peer: self.peer.clone(), detail: "no address".into() })?;
-        Upstream::connect(addr, &self.peer, ctx.connect_timeout).await
+            .ok_or_else(|| Error::Network { op: "resolve", peer: self.peer.clone(), detail: "no address".into() })
     }
 }
 
@@ -218,8 +237,14 @@ pub struct Session {
     counted: (i64, i64),
     /// When the leader last answered an offset report.
     last_answered: Option<Instant>,
-    /// The connection of the last silent report and when it was sent (held open briefly, then reset).
+    /// When the last silent report was sent.
     silent: Option<Instant>,
+    /// A connection to the leader opened ahead of the next silent report (no handshake on the acks=all
+    /// path), and when it was opened.
+    spare: Option<tokio::task::JoinHandle<Result<(tokio::net::TcpStream, Instant)>>>,
+    /// Whether the response being built serves fast-tier records, and when the last such one was sent.
+    served_fast: bool,
+    answered_fast: Option<Instant>,
 }
 
 fn unix_ms() -> i64 {
@@ -262,6 +287,9 @@ impl Session {
             counted: (0, 0),
             last_answered: None,
             silent: None,
+            spare: None,
+            served_fast: false,
+            answered_fast: None,
         }
     }
 
@@ -272,6 +300,11 @@ impl Session {
     /// Answers one replica fetch (`version` ≥ 13) with a response frame for `header.correlation_id`.
     pub async fn handle(&mut self, header: &RequestHeader, req: FetchRequest, version: i16) -> Result<Bytes> {
         let started = Instant::now();
+        if let Some(t) = self.answered_fast.take() {
+            // the follower appended what it was given and is back: the append leg of the round trip
+            self.ctx.metrics.add(Metric::RoundtripAppendMs, started.duration_since(t).as_millis() as i64);
+            self.ctx.metrics.inc(Metric::RoundtripAppendCount);
+        }
         let deadline = started + Duration::from_millis(req.max_wait_ms.clamp(0, 30_000) as u64);
         let wants: Vec<Want> = req
             .topics
@@ -296,10 +329,16 @@ impl Session {
                         reported = true;
                         self.classify(&wants);
                     }
-                    Due::Silent => match self.silent.map(|t| t + self.ctx.cfg.report_interval.max(SILENT_HOLD)) {
+                    Due::Silent => match self.silent.map(|t| t + self.ctx.cfg.report_interval) {
                         Some(at) if at > Instant::now() => report_at = Some(at),
                         _ => {
                             self.silent_report(header, &req, version, &wants).await;
+                            if let Some(s) = self.silent.filter(|s| *s >= started) {
+                                self.ctx
+                                    .metrics
+                                    .add(Metric::RoundtripReportMs, s.duration_since(started).as_millis() as i64);
+                                self.ctx.metrics.inc(Metric::RoundtripReportCount);
+                            }
                             reported = true;
                         }
                     },
@@ -372,7 +411,11 @@ impl Session {
             );
         }
         self.update_gauges();
-        encode_response(header.correlation_id, version, &resp, &self.route.peer)
+        let frame = encode_response(header.correlation_id, version, &resp, &self.route.peer);
+        if self.served_fast {
+            self.answered_fast = Some(Instant::now());
+        }
+        frame
     }
 
     /// Decides every partition's mode (see the module docs).
@@ -678,6 +721,7 @@ impl Session {
             return;
         }
         let body = Self::request_like(req, &fast, SILENT_WAIT_MS, i32::MAX, Some(0));
+        let spare = self.take_spare().await;
         let sent = async {
             let frame = encode_request(
                 FETCH,
@@ -687,24 +731,18 @@ impl Session {
                 &body,
                 &self.route.peer,
             )?;
-            let addr = tokio::net::lookup_host(&self.route.target)
-                .await
-                .map_err(|e| super::wire::net("resolve", &self.route.peer, e))?
-                .next()
-                .ok_or_else(|| Error::Network {
-                    op: "resolve",
-                    peer: self.route.peer.clone(),
-                    detail: "no address".into(),
-                })?;
-            let mut sock = tokio::time::timeout(self.ctx.connect_timeout, tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| Error::Network { op: "connect", peer: self.route.peer.clone(), detail: "timeout".into() })?
-                .map_err(|e| super::wire::net("connect", &self.route.peer, e))?;
-            let _ = sock.set_nodelay(true);
+            let mut sock = match spare {
+                Some(sock) => sock,
+                None => dial(&self.route, self.ctx.connect_timeout).await?,
+            };
             super::wire::write_frame(&mut sock, &frame, &self.route.peer).await?;
             Ok::<_, Error>(sock)
         }
         .await;
+        if self.spare.is_none() {
+            let (route, timeout) = (self.route.clone(), self.ctx.connect_timeout);
+            self.spare = Some(tokio::spawn(async move { Ok((dial(&route, timeout).await?, Instant::now())) }));
+        }
         self.last_report = Some((Instant::now(), unix_ms()));
         self.silent = Some(Instant::now());
         match sent {
@@ -723,6 +761,22 @@ impl Session {
                 });
             }
             Err(e) => tracing::debug!(leader = %self.route.peer, error = %e, "fast replication: silent report failed"),
+        }
+    }
+
+    /// The connection opened ahead for this report, if it is ready, young and still open.
+    async fn take_spare(&mut self) -> Option<tokio::net::TcpStream> {
+        let h = self.spare.take_if(|h| h.is_finished())?;
+        match h.await {
+            Ok(Ok((sock, opened))) if opened.elapsed() < SPARE_MAX_AGE => {
+                // the leader never sends on it: readable means it was closed (e.g. connections.max.idle.ms)
+                let mut b = [0u8; 1];
+                match sock.try_read(&mut b) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(sock),
+                    _ => None,
+                }
+            }
+            _ => None,
         }
     }
 
@@ -834,6 +888,7 @@ impl Session {
     }
 
     fn respond(&mut self, req: &FetchRequest, wants: &[Want]) -> FetchResponse {
+        self.served_fast = false;
         let mut resp = FetchResponse::default()
             .with_throttle_time_ms(std::mem::take(&mut self.throttle_ms))
             .with_session_id(0)
@@ -868,10 +923,13 @@ impl Session {
                     };
                     if cap > 0 {
                         let lb = part.leader_batch.take().filter(|b| b.0 == w.fp.fetch_offset);
-                        if let Lookup::Serve { records, next, cut_ms } =
+                        if let Lookup::Serve { records, next, cut_ms, ingested } =
                             self.stream.lookup(&w.tp, w.fp.current_leader_epoch, w.fp.fetch_offset, cap)
                         {
                             self.ctx.metrics.add(Metric::ReplFastBytes, records.len() as i64);
+                            self.ctx.metrics.add(Metric::RoundtripServeMs, ingested.elapsed().as_millis() as i64);
+                            self.ctx.metrics.inc(Metric::RoundtripServeCount);
+                            self.served_fast = true;
                             part.served = Some((next, cut_ms));
                             let mut st = self.ctx.status.lock().unwrap_or_else(|e| e.into_inner());
                             st.entry((self.route.broker_id, w.tp)).or_default().fast_bytes += records.len() as u64;

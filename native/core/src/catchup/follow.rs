@@ -1,9 +1,10 @@
 //! Following one leader broker's fast-tier stream for the followers in this broker.
 //!
-//! A [`LeaderStream`] reads the leader's WAL objects in seq order as they appear (one GET per poll, no
-//! listing; see `docs/formats.md`, "Reader"), verifies every range and every record batch (CRC-32C,
-//! leader epoch, offsets), and keeps the recent data per partition in memory, bounded by bytes, as
-//! contiguous runs of [`Piece`]s. The fetch logic asks it for whole batches at a follower's fetch offset
+//! A [`LeaderStream`] reads the leader's WAL objects in seq order as they appear (no listing; see
+//! `docs/formats.md`, "Reader"): at once when the leader's notification channel announces one
+//! ([`super::notify`]), else one GET per poll), verifies every range and every record batch (CRC-32C,
+//! leader epoch, offsets) before it takes the cache's lock, and keeps the recent data per partition in
+//! memory, bounded by bytes, as contiguous runs of [`Piece`]s. The fetch logic asks it for whole batches at a follower's fetch offset
 //! ([`LeaderStream::lookup`]) and waits on [`LeaderStream::subscribe`] for new objects.
 //!
 //! Only the current leader's own stream is followed, and [`LeaderStream::lookup`] serves only batches of
@@ -12,14 +13,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::notify::NotifyClient;
 use crate::error::{Error, Result};
+use crate::fast::StreamTip;
 use crate::metrics::{Metric, Metrics};
 use crate::store::ObjectStore;
 use crate::wal::catalog::{split_range, BatchSource};
@@ -44,6 +47,8 @@ pub struct Piece {
     /// When the leader's uploader built the object (`created_unix_ms`).
     pub cut_ms: i64,
     pub seq: u64,
+    /// When the object entered the cache.
+    pub ingested: Instant,
 }
 
 impl Piece {
@@ -65,9 +70,9 @@ impl Piece {
 /// What the fast tier has for a fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// Whole batches starting at the fetch offset: the records, the offset after them, and the creation
-    /// time of the object they came from.
-    Serve { records: Bytes, next: i64, cut_ms: i64 },
+    /// Whole batches starting at the fetch offset: the records, the offset after them, the creation
+    /// time of the object they came from and when it entered the cache.
+    Serve { records: Bytes, next: i64, cut_ms: i64, ingested: Instant },
     /// The fast tier holds the partition contiguously up to the fetch offset: newer data will arrive.
     Wait,
     /// The fast tier cannot serve the fetch offset; the reason is one word for metrics and logs.
@@ -111,7 +116,15 @@ pub struct FollowSettings {
     pub cache_bytes: u64,
     /// Objects before the stream's tail read at start (so a follower a little behind finds its data).
     pub lookback_objects: u64,
+    /// The leader's notification listener (`host:port`), if `replication.fast.notify.port` is set.
+    pub notify: Option<String>,
+    /// This broker's id (said in the notification hello).
+    pub self_id: i32,
 }
+
+/// While the notification channel is up, the stream is still looked at this often (a safety net: a
+/// message can only be lost with its connection, and the channel repeats the tip on reconnect).
+pub const NOTIFIED_POLL: Duration = Duration::from_secs(2);
 
 /// The follower of one leader broker's stream. Dropping it stops the reading task.
 #[derive(Debug)]
@@ -119,6 +132,7 @@ pub struct LeaderStream {
     pub broker_id: i32,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    _notify: Option<NotifyClient>,
 }
 
 impl LeaderStream {
@@ -131,8 +145,13 @@ impl LeaderStream {
     ) -> LeaderStream {
         let (changed, _) = watch::channel(0u64);
         let shared = Arc::new(Shared { state: Mutex::new(State::default()), changed });
-        let task = tokio::spawn(run(store, broker_id, settings, metrics, shared.clone()));
-        LeaderStream { broker_id, shared, task }
+        let (heard_tx, heard) = watch::channel(None);
+        let notify = settings
+            .notify
+            .clone()
+            .map(|addr| NotifyClient::start(addr, broker_id, settings.self_id, heard_tx, metrics.clone()));
+        let task = tokio::spawn(run(store, broker_id, settings, metrics, shared.clone(), heard));
+        LeaderStream { broker_id, shared, task, _notify: notify }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -203,7 +222,7 @@ fn lookup_in(pieces: Option<&VecDeque<Piece>>, epoch: i32, from: i64, max_bytes:
         j += 1;
     }
     let (end, next) = (end_of(j), if j < p.batches.len() { p.batches[j].0 } else { p.last + 1 });
-    Lookup::Serve { records: p.bytes.slice(start..end), next, cut_ms: p.cut_ms }
+    Lookup::Serve { records: p.bytes.slice(start..end), next, cut_ms: p.cut_ms, ingested: p.ingested }
 }
 
 /// Adds `piece` to a partition's run: it continues the run, rewrites its tail (the leader's stream
@@ -226,49 +245,65 @@ fn append_piece(run: &mut VecDeque<Piece>, piece: Piece) {
     run.push_back(piece);
 }
 
-impl State {
-    fn ingest(&mut self, obj: &WalObject, cache_bytes: u64) -> Result<()> {
-        let h = obj.header();
-        let source = BatchSource {
-            broker_id: h.stamp.broker_id,
-            seq: h.stamp.seq,
-            key: obj.key().into(),
-            incarnation: h.stamp.incarnation,
-        };
-        let mut pieces = Vec::new();
-        let tps: Vec<Tp> = h.partitions().collect();
-        for (t, p) in &tps {
-            let Some(data) = obj.range(t, *p)? else { continue };
-            for (entry, bytes) in data.slices() {
-                let batches = split_range(entry, bytes.clone(), &source)?;
-                let index = batches
-                    .iter()
-                    .scan(0usize, |pos, b| {
-                        let at = *pos;
-                        *pos += b.bytes.len();
-                        Some((b.info.base_offset, at))
-                    })
-                    .collect();
-                pieces.push((
-                    (*t, *p),
-                    Piece {
-                        epoch: entry.leader_epoch,
-                        first: entry.first_offset,
-                        last: entry.last_offset,
-                        bytes,
-                        batches: index,
-                        cut_ms: h.stamp.created_unix_ms,
-                        seq: h.stamp.seq,
-                    },
-                ));
-            }
+/// An object's pieces, verified and ready for the cache.
+struct Verified {
+    seq: u64,
+    tps: Vec<Tp>,
+    pieces: Vec<(Tp, Piece)>,
+}
+
+/// Splits an object into its partitions' pieces, verifying every range and batch (no lock held).
+fn verify(obj: &WalObject) -> Result<Verified> {
+    let h = obj.header();
+    let source = BatchSource {
+        broker_id: h.stamp.broker_id,
+        seq: h.stamp.seq,
+        key: obj.key().into(),
+        incarnation: h.stamp.incarnation,
+    };
+    let mut pieces = Vec::new();
+    let tps: Vec<Tp> = h.partitions().collect();
+    for (t, p) in &tps {
+        let Some(data) = obj.range(t, *p)? else { continue };
+        for (entry, bytes) in data.slices() {
+            let batches = split_range(entry, bytes.clone(), &source)?;
+            let index = batches
+                .iter()
+                .scan(0usize, |pos, b| {
+                    let at = *pos;
+                    *pos += b.bytes.len();
+                    Some((b.info.base_offset, at))
+                })
+                .collect();
+            pieces.push((
+                (*t, *p),
+                Piece {
+                    epoch: entry.leader_epoch,
+                    first: entry.first_offset,
+                    last: entry.last_offset,
+                    bytes,
+                    batches: index,
+                    cut_ms: h.stamp.created_unix_ms,
+                    seq: h.stamp.seq,
+                    ingested: Instant::now(), // set again when it enters the cache
+                },
+            ));
         }
-        // everything verified: only now change the cache
+    }
+    Ok(Verified { seq: h.stamp.seq, tps, pieces })
+}
+
+impl State {
+    /// Adds a verified object to the cache, evicting the oldest objects beyond `cache_bytes`.
+    fn ingest(&mut self, v: Verified, cache_bytes: u64) {
+        let Verified { seq, tps, pieces } = v;
         let size: u64 = pieces.iter().map(|(_, p)| p.size()).sum();
-        for (tp, piece) in pieces {
+        let now = Instant::now();
+        for (tp, mut piece) in pieces {
+            piece.ingested = now;
             append_piece(self.parts.entry(tp).or_default(), piece);
         }
-        self.objects.push_back((h.stamp.seq, size, tps));
+        self.objects.push_back((seq, size, tps));
         self.bytes += size;
         while self.bytes > cache_bytes && self.objects.len() > 1 {
             let Some((seq, size, tps)) = self.objects.pop_front() else { break };
@@ -286,8 +321,11 @@ impl State {
         }
         self.objects_read += 1;
         self.last_object = Some(Instant::now());
-        Ok(())
     }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -298,6 +336,7 @@ async fn run(
     s: FollowSettings,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
+    mut heard: watch::Receiver<Option<StreamTip>>,
 ) {
     let set_health = |h: Health| {
         let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -317,6 +356,8 @@ async fn run(
     let opts = ReaderOptions { behind: BehindPolicy::SkipToOldest, ..ReaderOptions::default() };
     let mut reader: Option<WalReader> = None;
     let mut backoff = s.poll.max(Duration::from_millis(100));
+    // when the newest tip was heard (unix ms), and the seq it announced
+    let mut announced: Option<(u64, i64)> = None;
     loop {
         let r = match reader.as_mut() {
             Some(r) => r,
@@ -340,14 +381,24 @@ async fn run(
                 }
             }
         };
+        let get_start = Instant::now();
+        let get_start_ms = unix_ms();
         match r.next().await {
             Ok(Some(obj)) => {
                 let seq = obj.seq();
-                let ingested = {
+                // the object was known from the tip heard before this GET started, or from the GET itself
+                let learnt_ms =
+                    announced.filter(|&(next, at)| seq < next && at <= get_start_ms).map_or(get_start_ms, |a| a.1);
+                metrics.add(Metric::RoundtripLearnMs, (learnt_ms - obj.header().stamp.created_unix_ms).max(0));
+                metrics.inc(Metric::RoundtripLearnCount);
+                let verified = verify(&obj);
+                metrics.add(Metric::RoundtripGetMs, get_start.elapsed().as_millis() as i64);
+                metrics.inc(Metric::RoundtripGetCount);
+                let ingested = verified.map(|v| {
                     let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
                     st.next_seq = seq + 1;
-                    st.ingest(&obj, s.cache_bytes)
-                };
+                    st.ingest(v, s.cache_bytes);
+                });
                 match ingested {
                     Ok(()) => {
                         metrics.inc(Metric::ReplStreamObjects);
@@ -359,6 +410,7 @@ async fn run(
                     Err(e) => {
                         // A corrupt object is skipped (the reader moved past it): the partitions it held
                         // have a gap in the cache and their followers use the leader across it.
+                        shared.state.lock().unwrap_or_else(|e| e.into_inner()).next_seq = seq + 1;
                         metrics.inc(Metric::ReplStreamErrors);
                         metrics.inc(Metric::CorruptObjects);
                         warn!(broker_id, error = %e, "fast replication: object skipped");
@@ -369,7 +421,26 @@ async fn run(
                 if matches!(shared.state.lock().unwrap_or_else(|e| e.into_inner()).health, None) {
                     set_health(Health::Ok);
                 }
-                tokio::time::sleep(s.poll).await;
+                // wait for the leader's word that the object is there, or poll
+                let want = r.position();
+                let current = *heard.borrow_and_update();
+                let wait = if current.is_some() { NOTIFIED_POLL } else { s.poll };
+                // a tip that announced `want` although it is not there yet (stale, or not from the leader)
+                // is not trusted twice: only a new message, or the poll, starts the next GET
+                let stale = current.is_some_and(|t| t.next_seq > want);
+                let heard_ref = &mut heard;
+                let told = async move {
+                    if stale {
+                        heard_ref.changed().await.map(|_| *heard_ref.borrow_and_update())
+                    } else {
+                        heard_ref.wait_for(|t| t.is_some_and(|t| t.next_seq > want)).await.map(|t| *t)
+                    }
+                };
+                match tokio::time::timeout(wait, told).await {
+                    Ok(Ok(t)) => announced = t.map(|t| (t.next_seq, unix_ms())),
+                    Ok(Err(_)) => tokio::time::sleep(s.poll).await, // no notification channel
+                    Err(_) => {}                                    // poll
+                }
             }
             Err(e) => {
                 metrics.inc(Metric::ReplStreamErrors);
@@ -399,12 +470,21 @@ mod tests {
             batches.push((o, bytes.len()));
             bytes.extend(batch(o, epoch, 1, &[o as u8; 20]));
         }
-        Piece { epoch, first, last, bytes: bytes.into(), batches, cut_ms: seq as i64 * 100, seq }
+        Piece {
+            epoch,
+            first,
+            last,
+            bytes: bytes.into(),
+            batches,
+            cut_ms: seq as i64 * 100,
+            seq,
+            ingested: Instant::now(),
+        }
     }
 
     fn serve(l: Lookup) -> (usize, i64, i64) {
         match l {
-            Lookup::Serve { records, next, cut_ms } => (records.len(), next, cut_ms),
+            Lookup::Serve { records, next, cut_ms, .. } => (records.len(), next, cut_ms),
             other => panic!("expected Serve, got {other:?}"),
         }
     }

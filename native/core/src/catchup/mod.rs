@@ -8,13 +8,19 @@
 //! relayed to the leader unchanged. See `docs/replication.md`.
 //!
 //! * [`wire`] — Kafka framing and the header fields the proxy reads;
+//! * [`bounded`] — checks that decoding a message allocates no more than it holds;
+//! * [`caller`] — who may use the proxy (only this broker's own connections);
 //! * [`upstream`] — a multiplexed connection to a leader;
 //! * [`follow`] — following a leader's fast-tier stream, verified, with a bounded cache;
 //! * [`fetch`] — answering one follower connection's replica fetches (modes, offset reports, fallback);
+//! * [`notify`] — the leader's new-object notifications to its followers;
 //! * [`proxy`] — the listeners and the per-connection relay.
 
+pub mod bounded;
+pub mod caller;
 pub mod fetch;
 pub mod follow;
+pub mod notify;
 pub mod proxy;
 pub mod upstream;
 pub mod wire;

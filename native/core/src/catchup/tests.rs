@@ -209,6 +209,7 @@ fn wal_config() -> WalConfig {
 fn config(leader: SocketAddr, max_lag_ms: u64) -> ReplicationConfig {
     ReplicationConfig {
         enabled: true,
+        limits: crate::config::ProxyLimits::default(),
         brokers: vec![
             BrokerEndpoint { id: LEADER, host: "127.0.0.1".into(), port: leader.port() },
             BrokerEndpoint { id: FOLLOWER, host: "127.0.0.1".into(), port: 1 },
@@ -222,6 +223,7 @@ fn config(leader: SocketAddr, max_lag_ms: u64) -> ReplicationConfig {
         report_margin: Duration::from_millis(0),
         keepalive: Duration::from_millis(300),
         report_interval: Duration::from_millis(50),
+        notify_port: 0,
     }
 }
 

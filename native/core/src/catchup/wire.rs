@@ -7,7 +7,9 @@
 //! header starts with `correlation_id i32`, whatever the header version.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, FetchRequest, FetchResponse, RequestHeader, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -16,36 +18,88 @@ use crate::error::{Error, Result};
 /// API key of Fetch.
 pub const FETCH: i16 = 1;
 /// API key of ApiVersions.
-pub const API_VERSIONS: i16 = 18;
-/// The largest frame accepted (Kafka's `socket.request.max.bytes` defaults to 100 MiB; fetch responses
-/// are bounded by `replica.fetch.response.max.bytes`).
-pub const MAX_FRAME: usize = 256 << 20;
+pub const API_VERSIONS: i16 = super::bounded::API_VERSIONS;
+/// The largest frame accepted by default: Kafka's `socket.request.max.bytes` default (a leader refuses
+/// larger requests anyway; fetch responses are bounded by `replica.fetch.response.max.bytes` and
+/// `fetch.max.bytes`, far below it). `replication.fast.max.frame.bytes` sets the proxy's own limit.
+pub const MAX_FRAME: usize = 100 << 20;
+/// A frame's buffer starts at most this large and then doubles as its bytes arrive, never beyond the
+/// frame's length: a size prefix promising more than is sent costs no more than what was sent.
+const FIRST_CHUNK: usize = 64 << 10;
 
-/// Reads one frame (without its length prefix). `None` at a clean end of stream before a frame starts.
+/// Reads one frame (without its length prefix), at most [`MAX_FRAME`] bytes. `None` at a clean end of
+/// stream before a frame starts.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, peer: &str) -> Result<Option<Bytes>> {
-    let mut len = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        let n = r.read(&mut len[got..]).await.map_err(|e| net("read", peer, e))?;
-        if n == 0 {
-            if got == 0 {
-                return Ok(None);
+    FrameReader::new(MAX_FRAME).next(r, peer).await
+}
+
+/// Reads frames of at most `max` bytes. [`FrameReader::next`] is cancel-safe (a partly read frame stays in
+/// the reader), so a caller can race it against time-outs.
+#[derive(Debug)]
+pub struct FrameReader {
+    max: usize,
+    len: [u8; 4],
+    got: usize,
+    want: usize,
+    buf: Vec<u8>,
+    started: Option<tokio::time::Instant>,
+}
+
+impl FrameReader {
+    pub fn new(max: usize) -> FrameReader {
+        FrameReader { max, len: [0; 4], got: 0, want: 0, buf: Vec::new(), started: None }
+    }
+
+    /// When the frame being read started arriving (`None` between frames).
+    pub fn started(&self) -> Option<tokio::time::Instant> {
+        self.started
+    }
+
+    /// The next frame; `None` at a clean end of stream between frames.
+    pub async fn next<R: AsyncRead + Unpin>(&mut self, r: &mut R, peer: &str) -> Result<Option<Bytes>> {
+        loop {
+            if self.got < 4 {
+                let n = r.read(&mut self.len[self.got..]).await.map_err(|e| net("read", peer, e))?;
+                if n == 0 {
+                    if self.got == 0 {
+                        return Ok(None);
+                    }
+                    return Err(eof(peer, "eof inside a frame length"));
+                }
+                if self.got == 0 {
+                    self.started = Some(tokio::time::Instant::now());
+                }
+                self.got += n;
+                if self.got == 4 {
+                    let len = i32::from_be_bytes(self.len);
+                    if len < 0 || len as usize > self.max {
+                        return Err(proto(peer, format!("frame length={len} out of range (max={})", self.max)));
+                    }
+                    self.want = len as usize;
+                    self.buf = Vec::with_capacity(self.want.min(FIRST_CHUNK));
+                }
+                continue;
             }
-            return Err(Error::Network {
-                op: "read",
-                peer: peer.to_string(),
-                detail: "eof inside a frame length".into(),
-            });
+            let have = self.buf.len();
+            if have == self.want {
+                self.got = 0;
+                self.started = None;
+                return Ok(Some(Bytes::from(std::mem::take(&mut self.buf))));
+            }
+            if self.buf.capacity() == have {
+                self.buf.reserve_exact((self.want - have).min(have.max(FIRST_CHUNK)));
+            }
+            let room = (self.buf.capacity() - have).min(self.want - have);
+            let n = r.read_buf(&mut (&mut self.buf).limit(room)).await.map_err(|e| net("read", peer, e))?;
+            if n == 0 {
+                return Err(eof(peer, "eof inside a frame"));
+            }
         }
-        got += n;
     }
-    let len = i32::from_be_bytes(len);
-    if len < 0 || len as usize > MAX_FRAME {
-        return Err(Error::Protocol { peer: peer.to_string(), detail: format!("frame length={len} out of range") });
-    }
-    let mut buf = BytesMut::zeroed(len as usize);
-    r.read_exact(&mut buf).await.map_err(|e| net("read", peer, e))?;
-    Ok(Some(buf.freeze()))
+}
+
+fn eof(peer: &str, detail: &str) -> Error {
+    Error::Network { op: "read", peer: peer.to_string(), detail: detail.into() }
 }
 
 /// Writes one frame (adds the length prefix).
@@ -106,13 +160,39 @@ fn request_header_version(api_key: i16, version: i16, peer: &str) -> Result<i16>
     Ok(key.request_header_version(version))
 }
 
+/// A message the proxy decodes with `kafka-protocol`: its bytes are checked first so that decoding allocates
+/// no more than they hold (see [`super::bounded`]).
+pub trait Bounded: Decodable {
+    fn check(body: &[u8], version: i16) -> std::result::Result<(), String>;
+}
+
+impl Bounded for FetchRequest {
+    fn check(body: &[u8], version: i16) -> std::result::Result<(), String> {
+        super::bounded::check_fetch_request(body, version)
+    }
+}
+
+impl Bounded for ApiVersionsResponse {
+    fn check(body: &[u8], version: i16) -> std::result::Result<(), String> {
+        super::bounded::check_api_versions_response(body, version)
+    }
+}
+
+impl Bounded for FetchResponse {
+    fn check(body: &[u8], version: i16) -> std::result::Result<(), String> {
+        super::bounded::check_fetch_response(body, version)
+    }
+}
+
 /// Decodes a request frame into its header and body `T`.
-pub fn decode_request<T: Decodable>(frame: &Bytes, peer: &str) -> Result<(RequestHeader, T)> {
+pub fn decode_request<T: Bounded>(frame: &Bytes, peer: &str) -> Result<(RequestHeader, T)> {
     let p = peek_request(frame, peer)?;
     let hv = request_header_version(p.api_key, p.api_version, peer)?;
     let mut buf = frame.clone();
     let header = RequestHeader::decode(&mut buf, hv)
         .map_err(|e| proto(peer, format!("api_key={} version={} header: {e}", p.api_key, p.api_version)))?;
+    T::check(&buf, p.api_version)
+        .map_err(|e| proto(peer, format!("api_key={} version={} refused: {e}", p.api_key, p.api_version)))?;
     let body = T::decode(&mut buf, p.api_version)
         .map_err(|e| proto(peer, format!("api_key={} version={} body: {e}", p.api_key, p.api_version)))?;
     Ok((header, body))
@@ -141,10 +221,11 @@ pub fn encode_request<T: Encodable>(
 }
 
 /// Decodes a response frame of a request `T` sent at `version`.
-pub fn decode_response<T: Decodable + HeaderVersion>(frame: &Bytes, version: i16, peer: &str) -> Result<(i32, T)> {
+pub fn decode_response<T: Bounded + HeaderVersion>(frame: &Bytes, version: i16, peer: &str) -> Result<(i32, T)> {
     let mut buf = frame.clone();
     let header = ResponseHeader::decode(&mut buf, T::header_version(version))
         .map_err(|e| proto(peer, format!("response header: {e}")))?;
+    T::check(&buf, version).map_err(|e| proto(peer, format!("response version={version} refused: {e}")))?;
     let body = T::decode(&mut buf, version).map_err(|e| proto(peer, format!("response version={version}: {e}")))?;
     Ok((header.correlation_id, body))
 }
@@ -176,7 +257,7 @@ pub fn frame_with_len(frame: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::{ApiVersionsRequest, FetchRequest, FetchResponse};
+    use kafka_protocol::messages::ApiVersionsRequest;
 
     #[tokio::test]
     async fn frames_round_trip_and_reject_bad_lengths() {

@@ -4,22 +4,26 @@
 //! `java-shim/.../FastTierRemoteLogMetadataManager.java`) which partitions this broker leads and where its
 //! log directory is. [`FastTier`] keeps that membership ([`Membership`]); its uploader task ([`uploader`])
 //! tails every led, selected partition's segment files ([`crate::tail`]), packs the new batches of all
-//! partitions into one WAL object per `wal.upload.interval.ms` (or sooner, once `wal.max.object.bytes` are
-//! buffered) and appends it to the broker's stream ([`crate::wal::WalWriter`]). It deletes objects once the
-//! slow tier covers them ([`coverage`]). Formats and protocols: `docs/formats.md`, "Fast tier (WAL)".
+//! partitions into one WAL object and appends it to the broker's stream ([`crate::wal::WalWriter`]) as soon
+//! as the previous upload finished (a group commit, woken by writes to the logs: `watch.rs`, paced by
+//! `wal.upload.interval.ms`: `pace.rs`). Each new object's position is published as the stream's tip
+//! ([`FastTier::tip`]) for the followers' notification channel. It deletes objects once the slow tier
+//! covers them ([`coverage`]). Formats and protocols: `docs/formats.md`, "Fast tier (WAL)".
 //!
 //! Entry points are called on Kafka's threads (the metadata thread for leadership changes), so they only
 //! record the change and wake the uploader; they never wait for I/O.
 
 pub mod coverage;
+mod pace;
 mod uploader;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{watch as tokio_watch, Notify};
 
 use crate::config::WalConfig;
 use crate::error::{Error, Result};
@@ -86,13 +90,23 @@ pub struct Membership {
     pub closed: bool,
 }
 
+/// Where this broker's stream stands after its latest upload: its writer's incarnation and the seq the next
+/// object will get (every object below it exists or was cleaned up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTip {
+    pub incarnation: u64,
+    pub next_seq: u64,
+}
+
 /// Shared between the entry points and the uploader task.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) cfg: WalConfig,
     pub(crate) broker_id: i32,
     pub(crate) membership: Mutex<Membership>,
-    pub(crate) wake: Notify,
+    pub(crate) wake: Arc<Notify>,
+    /// The stream's tip after each upload (`None` before the first).
+    pub(crate) tip: tokio_watch::Sender<Option<StreamTip>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) coverage: Arc<Coverage>,
     pub(crate) status: Mutex<serde_json::Value>,
@@ -126,7 +140,8 @@ impl FastTier {
             cfg,
             broker_id,
             membership: Mutex::new(Membership { log_dirs, ..Membership::default() }),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
+            tip: tokio_watch::channel(None).0,
             metrics,
             coverage,
             status: Mutex::new(json!({"state": "waiting for the RLMM (log dir, leadership)"})),
@@ -180,6 +195,11 @@ impl FastTier {
             }
         });
         Ok(())
+    }
+
+    /// The stream's tip, updated after every upload: what followers are told (catchup/notify.rs).
+    pub fn tip(&self) -> tokio_watch::Receiver<Option<StreamTip>> {
+        self.shared.tip.subscribe()
     }
 
     /// A JSON snapshot of the uploader's state (stream position, partitions, lag), for logs and tests.

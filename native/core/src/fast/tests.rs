@@ -304,3 +304,34 @@ fn excluded_topics_are_not_uploaded() {
     f.close();
     assert!(bed.stream(0).is_empty());
 }
+
+#[test]
+fn data_written_during_a_slow_upload_goes_in_the_next_object_and_an_idle_uploader_makes_no_puts() {
+    use crate::store::faulty::Op;
+    let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new()) as Arc<dyn ObjectStore>));
+    let bed = Bed::new(faulty.clone());
+    bed.append(0, 0, &[(0, 1, 3)]);
+    let f = bed.fast(wal_config(&[("wal.upload.interval.ms", "0"), ("wal.head.interval.ms", "60000")]));
+    f.leadership(vec![tp(0)], vec![]).unwrap();
+    wait_for("the first upload", || uploaded_to(&f, 0) == 0);
+    wait_for("the head written", || f.status()["state"] == "running");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // idle: nothing written, nothing uploaded (no timer-driven objects)
+    let objects = bed.metrics.get(Metric::WalObjects);
+    let puts = faulty.calls(Op::Put);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(bed.metrics.get(Metric::WalObjects), objects, "no object while idle");
+    assert_eq!(faulty.calls(Op::Put), puts, "no PUT while idle");
+
+    // a slow store: data written while an upload is in flight goes into the object right after it
+    faulty.set_latency(Op::Put, Duration::from_millis(400));
+    bed.append(0, 0, &[(1, 1, 3)]);
+    wait_for("the slow upload to start", || faulty.calls(Op::Put) > puts);
+    bed.append(0, 0, &[(2, 1, 3)]);
+    wait_for("both uploaded", || uploaded_to(&f, 0) == 2);
+    let ranges = bed.stream(0);
+    let tail: Vec<(i64, i64)> = ranges.iter().map(|r| (r.1, r.2)).filter(|r| r.0 >= 1).collect();
+    assert_eq!(tail, vec![(1, 1), (2, 2)], "one object per upload, the second right after the first: {ranges:?}");
+    f.close();
+}

@@ -2,8 +2,9 @@
 //!
 //! One task per engine, on the shared runtime; the file reads of a poll round run on one blocking thread.
 //! Each round polls every led partition's tailer (round-robin, bounded by what the next object may still
-//! take), keeps the new batches as *pending ranges*, and uploads them as one WAL object once the oldest
-//! pending data is `wal.upload.interval.ms` old or `wal.max.object.bytes` are pending.
+//! take), keeps the new batches as *pending ranges*, and uploads them as one WAL object when the pacer says
+//! so (`pace.rs`: as soon as the previous upload finished, uploads at least `wal.upload.interval.ms`
+//! apart); between rounds it sleeps until the log watch (`watch.rs`) reports a write.
 //!
 //! Memory is bounded by one object: while an upload fails, nothing more is read from the logs (the
 //! partitions fall behind and are read again from disk when the store is back); the failed object is
@@ -25,7 +26,9 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::coverage::slow_end_offset;
-use super::{Shared, Tp};
+use super::pace::{Next, Pacer};
+use super::watch::LogWatch;
+use super::{Shared, StreamTip, Tp};
 use crate::error::{Error, Result};
 use crate::format::batch::{BatchHeader, HEADER_SIZE};
 use crate::metrics::{Metric, WAL_LAG_BUCKETS};
@@ -45,6 +48,8 @@ const LAG_WINDOW: usize = 4096;
 const LOAD_CONCURRENCY: usize = 16;
 /// Epoch runs remembered per partition of this broker's own stream.
 const MAX_RUNS: usize = 16;
+/// The status JSON is rebuilt at most this often while uploads follow each other.
+const STATUS_EVERY: Duration = Duration::from_millis(200);
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -141,6 +146,8 @@ pub(crate) struct Uploader {
     fenced: bool,
     /// (when, objects, bytes, put attempts) samples for the per-second gauges, oldest first.
     rate_samples: VecDeque<(Instant, i64, i64, i64)>,
+    /// When the status was last published.
+    status_at: Option<Instant>,
 }
 
 impl Uploader {
@@ -176,6 +183,7 @@ impl Uploader {
             last_error: None,
             fenced: false,
             rate_samples: VecDeque::new(),
+            status_at: None,
         }
     }
 
@@ -215,6 +223,8 @@ impl Uploader {
             self.shared.cfg.prefix,
             self.shared.cfg.upload_interval.as_millis()
         );
+        let mut pacer = Pacer::new(self.shared.cfg.upload_interval);
+        let mut watch = LogWatch::start(self.shared.wake.clone());
         while !self.closed() && !self.fenced {
             if self.writer.is_none() {
                 if let Err(e) = self.open().await {
@@ -229,41 +239,53 @@ impl Uploader {
                     continue;
                 }
             }
-            let round_start = Instant::now();
             self.sync_membership();
-            let mut urgent = false;
             if self.in_flight.is_some() {
-                if !self.retry_in_flight().await {
+                // an upload failed: nothing more is read from the logs until it went through
+                let now = Instant::now();
+                pacer.started(now);
+                if !self.retry_in_flight(now).await {
                     let d = self.grow_backoff();
                     self.publish_status("retrying");
                     self.pause(d).await;
                     continue;
                 }
-            } else {
-                self.poll_round().await;
-                // Whatever a round found is uploaded at once: data waits at most one poll interval plus
-                // the upload. A full object means more may be waiting: the next round starts right away.
-                let full = self.pending_bytes as u64 >= self.shared.cfg.max_object_bytes;
-                if !self.pending.is_empty() {
-                    urgent = full;
-                    if !self.flush().await {
+            }
+            self.poll_round().await;
+            let look_again = watch.sync(&self.tailed_dirs());
+            let now = Instant::now();
+            match pacer.next(now, !self.pending.is_empty(), watch.complete()) {
+                Next::Upload => {
+                    // a group commit: everything found goes into one object, and the logs are looked at
+                    // again right after it (what was written during the PUT goes next)
+                    pacer.started(now);
+                    if !self.flush(now).await {
                         let d = self.grow_backoff();
                         self.publish_status("retrying");
                         self.pause(d).await;
                         continue;
                     }
+                    self.housekeeping().await;
+                    self.publish_status_every("running", STATUS_EVERY);
                 }
-            }
-            self.housekeeping().await;
-            self.publish_status("running");
-            if !urgent {
-                let interval = self.shared.cfg.upload_interval;
-                self.pause(interval.saturating_sub(round_start.elapsed())).await;
+                Next::Hold(until) => {
+                    // the previous upload started less than wal.upload.interval.ms ago
+                    tokio::time::sleep_until(until.into()).await;
+                }
+                Next::Idle(until) => {
+                    if look_again {
+                        continue;
+                    }
+                    self.housekeeping().await;
+                    self.publish_status("running");
+                    let until = until.min(self.next_head).min(self.next_cleanup).max(Instant::now());
+                    self.pause(until.saturating_duration_since(Instant::now())).await;
+                }
             }
         }
         if !self.fenced && self.writer.is_some() && self.in_flight.is_none() && !self.pending.is_empty() {
             // Best effort on close: what was read is uploaded (the store calls have their own timeouts).
-            let _ = self.flush().await;
+            let _ = self.flush(Instant::now()).await;
         }
         if let Some(w) = self.writer.as_mut() {
             if !self.fenced {
@@ -463,8 +485,9 @@ impl Uploader {
         self.pending = kept;
     }
 
-    /// Uploads the pending ranges as one object. False if the append failed (it is kept in flight).
-    async fn flush(&mut self) -> bool {
+    /// Uploads the pending ranges as one object (the pacer let it start at `started`). False if the append
+    /// failed (it is kept in flight).
+    async fn flush(&mut self, started: Instant) -> bool {
         let mut ranges = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         ranges.sort_by(|a, b| (&a.tp, a.first).cmp(&(&b.tp, b.first)));
@@ -478,11 +501,12 @@ impl Uploader {
             }
         }
         self.in_flight = Some((builder, ranges));
-        self.retry_in_flight().await
+        self.retry_in_flight(started).await
     }
 
-    async fn retry_in_flight(&mut self) -> bool {
+    async fn retry_in_flight(&mut self, started: Instant) -> bool {
         let Some((builder, ranges)) = self.in_flight.take() else { return true };
+        let started_ms = now_ms() - started.elapsed().as_millis() as i64;
         let Some(writer) = self.writer.as_mut() else {
             self.in_flight = Some((builder, ranges));
             return false;
@@ -491,6 +515,16 @@ impl Uploader {
         match writer.append(&builder).await {
             Ok(app) => {
                 self.backoff = Duration::ZERO;
+                let m = &self.shared.metrics;
+                m.add(Metric::RoundtripUploadPutMs, started.elapsed().as_millis() as i64);
+                m.inc(Metric::RoundtripUploadPutCount);
+                for &ts in ranges.iter().flat_map(|r| &r.timestamps) {
+                    m.add(Metric::RoundtripUploadWaitMs, (started_ms - ts).max(0));
+                    m.inc(Metric::RoundtripUploadWaitCount);
+                }
+                // followers waiting for this stream learn of the object now (catchup/notify.rs)
+                let tip = StreamTip { incarnation: writer.incarnation(), next_seq: writer.next_seq() };
+                self.shared.tip.send_replace(Some(tip));
                 self.after_append(&app.header, app.size, &ranges);
                 true
             }
@@ -663,7 +697,21 @@ impl Uploader {
         }
     }
 
+    /// [`Uploader::publish_status`], at most once per `every` (it walks every partition).
+    fn publish_status_every(&mut self, state: &str, every: Duration) {
+        let now = Instant::now();
+        if self.status_at.is_none_or(|t| now.duration_since(t) >= every) {
+            self.publish_status(state);
+        }
+    }
+
+    /// The directories of the partitions being tailed (for the log watch).
+    fn tailed_dirs(&self) -> HashSet<PathBuf> {
+        self.parts.values().filter_map(|p| p.tailer.as_ref().map(|t| t.dir().to_path_buf())).collect()
+    }
+
     fn publish_status(&mut self, state: &str) {
+        self.status_at = Some(Instant::now());
         self.update_rates();
         let oldest = self.in_flight.as_ref().and_then(|(_, r)| r.iter().map(|r| r.seen).min());
         let oldest = oldest.or_else(|| self.pending.iter().map(|r| r.seen).min());
