@@ -1,6 +1,7 @@
 # fasttier — the two commands of the README, and their parts.
 #   make demo   set up, build, run a local 3-broker cluster with the plugin on MinIO and show tiering
 #   make test   set up, build, run every test suite (what CI runs: .ci/run)
+#   make gates  the quality gates (rustfmt, clippy, ruff, javac -Xlint:all -Werror); .ci/run runs them before make test
 #   make bench  set up, build, run the benchmarks (prints figures; see docs/benchmarks.md)
 #   make bench-fast  set up, build, run the fast tier benchmark (docs/benchmarks.md, "Fast tier")
 #   make bench-rebuild  set up, build, rebuild a broker from the tiers vs stock (docs/benchmarks.md, "Rebuilding a broker")
@@ -13,7 +14,7 @@ export FASTTIER_CACHE ?= $(HOME)/.cache/fasttier
 export CARGO_TARGET_DIR ?= $(FASTTIER_CACHE)/target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench bench-fast bench-rebuild bench-zones bench-link setup build clean
+.PHONY: demo test gates bench bench-fast bench-rebuild bench-zones bench-link setup build clean
 
 setup:
 	bash tests/scripts/install-build-tools.sh
@@ -22,6 +23,9 @@ setup:
 build:
 	cargo build --release -p fasttier-jni -p fasttier-cli
 	gradle -q --no-daemon pluginDir distTar
+
+gates:
+	bash tests/scripts/gates.sh
 
 test: setup build
 	bash tests/scripts/run-tests.sh

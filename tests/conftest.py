@@ -53,9 +53,9 @@ def pytest_runtest_makereport(item, call):
                 state = "running" if kc.is_running(n.node_id) else f"stopped/exited ({kc.exit_code(n.node_id)})"
                 lines.append(f"  node {n.node_id} [{state}] log: {n.log_path}")
                 errs = kc.plugin_problems(n.node_id) + [
-                    l for l in kc.broker_log(n.node_id).splitlines() if " ERROR " in l and "Fatal" in l]
-                for l in errs[-8:]:
-                    lines.append(f"    {l[:400]}")
+                    ln for ln in kc.broker_log(n.node_id).splitlines() if " ERROR " in ln and "Fatal" in ln]
+                for ln in errs[-8:]:
+                    lines.append(f"    {ln[:400]}")
         if lines:
             rep.sections.append(("fasttier clusters", "\n".join(lines)))
 

@@ -319,7 +319,7 @@ class BrokerSampler:
 
     @staticmethod
     def _parse_jstat(text: str) -> tuple[float, float]:
-        lines = [l.split() for l in text.strip().splitlines() if l.strip()]
+        lines = [ln.split() for ln in text.strip().splitlines() if ln.strip()]
         if len(lines) < 2:
             return (0.0, 0.0)
         head, vals = lines[0], lines[-1]

@@ -35,9 +35,9 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
+from bench import _md, load_note, machine, proc_cpu, target_dir  # noqa: E402
 from harness import KafkaCluster, S3Server  # noqa: E402
 from harness.jmx import Jmx  # noqa: E402
-from bench import _md, load_note, machine, proc_cpu, target_dir  # noqa: E402
 from plugin_pin import pin_plugin  # noqa: E402
 from ratelimited import produce_at_rate  # noqa: E402
 from s3costs import PRICES, bucket_delta, minio_buckets  # noqa: E402

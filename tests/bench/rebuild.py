@@ -33,13 +33,18 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
+from bench import _md, load_note, machine  # noqa: E402
 from harness import KafkaCluster, S3Server  # noqa: E402
 from harness.data import produce  # noqa: E402
 from harness.rebuild import (  # noqa: E402
-    MB, fasttier_round, idle_rate_into, same_as_leaders, stock_round, wait_tiered,
+    MB,
+    fasttier_round,
+    idle_rate_into,
+    same_as_leaders,
+    stock_round,
+    wait_tiered,
 )
 from harness.zones import Zones, bed_support  # noqa: E402
-from bench import _md, load_note, machine  # noqa: E402
 
 MIB = 1 << 20
 TOPIC = "rebuild-bench"

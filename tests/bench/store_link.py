@@ -45,14 +45,13 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
+import bench  # noqa: E402
+from bench import BROKER_HEAP, BUCKET, MIB, RSM, SEGMENT_BYTES, load_note, log, native, produce, read_pass, segment_info  # noqa: E402
 from harness import KafkaCluster, S3Server  # noqa: E402
 from harness.jmx import Jmx  # noqa: E402
 from harness.procs import ManagedProcess, StopWaiting, tail, wait_until  # noqa: E402
 from harness.tiering import wait_all_tiered  # noqa: E402
 from harness.zones import Zones, bed_support  # noqa: E402
-
-import bench  # noqa: E402
-from bench import BROKER_HEAP, BUCKET, MIB, RSM, SEGMENT_BYTES, load_note, log, native, produce, read_pass, segment_info  # noqa: E402
 
 
 def rate_name(mbit: float) -> str:

@@ -72,7 +72,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
 from ratelimited import produce_at_rate  # noqa: E402
-from s3costs import PRICES, bucket_delta, minio_buckets as _minio_buckets  # noqa: E402
+from s3costs import PRICES, bucket_delta  # noqa: E402
+from s3costs import minio_buckets as _minio_buckets  # noqa: E402
 
 MB = 1_000_000
 GB = 1 << 30  # AWS bills per GB of 2^30 bytes
@@ -1197,8 +1198,8 @@ def main() -> int:
 
     from bench import load_note, machine
     from harness import S3Server
-    from plugin_pin import pin_plugin
     from harness.zones import Zones, bed_support, netem_support
+    from plugin_pin import pin_plugin
 
     ok, why = bed_support()
     if not ok:

@@ -17,12 +17,16 @@ import pytest
 
 from harness import wait_until
 from harness.cli import cli_json, verify_partition
-from harness.workload import (
-    ContinuousProducer, assert_nothing_lost, elect_preferred, high_watermarks, kill_leader_and_restart,
-)
 from harness.data import produce_transactional
 from harness.jmx import Jmx
 from harness.tiering import tiered_config
+from harness.workload import (
+    ContinuousProducer,
+    assert_nothing_lost,
+    elect_preferred,
+    high_watermarks,
+    kill_leader_and_restart,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.plugin]
 
@@ -246,8 +250,8 @@ def test_store_outage_falls_behind_and_catches_up(kc, s3_server):
         assert m.get("wal-errors-total", 0) > 0, m
         for n in range(kc.n):
             assert kc.is_running(n), kc.diagnostics([n])
-        failures = [l for l in kc.log_since(leader, log_mark).splitlines()
-                    if "fast tier: uploading key=" in l and "fasttier/v1/wal/" in l]
+        failures = [ln for ln in kc.log_since(leader, log_mark).splitlines()
+                    if "fast tier: uploading key=" in ln and "fasttier/v1/wal/" in ln]
         assert failures, "upload failures not logged with the object key"
     finally:
         s3_server.start()

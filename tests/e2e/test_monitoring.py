@@ -151,7 +151,7 @@ def evaluate_dashboard(samples: promlite.Samples, at: float = math.inf) -> tuple
             continue
         for labels in v:
             have = dict(labels)
-            gone = [l for l in re.findall(r"\{\{\s*(\w+)\s*\}\}", fmt) if not have.get(l)]
+            gone = [ln for ln in re.findall(r"\{\{\s*(\w+)\s*\}\}", fmt) if not have.get(ln)]
             if gone:
                 problems.append(f"[{title}] legend {fmt!r} names {gone}, absent from {have} ({expr})")
                 break

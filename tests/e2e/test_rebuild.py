@@ -18,8 +18,16 @@ import pytest
 from harness import S3Server
 from harness.data import produce
 from harness.rebuild import (
-    MB, SLACK, fasttier_round, idle_rate_into, into_zone, rebuild_cli, same_as_leaders, stock_round,
-    verify_in_zone, wait_tiered,
+    MB,
+    SLACK,
+    fasttier_round,
+    idle_rate_into,
+    into_zone,
+    rebuild_cli,
+    same_as_leaders,
+    stock_round,
+    verify_in_zone,
+    wait_tiered,
 )
 from harness.zones import Zones, bed_support
 

@@ -393,7 +393,7 @@ def _java_consumer_fails_fast(kc, topic: str) -> None:
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     took = time.monotonic() - t0
     out = r.stdout + r.stderr
-    line = next((l for l in out.splitlines() if "Encountered corrupt message" in l), None)
+    line = next((ln for ln in out.splitlines() if "Encountered corrupt message" in ln), None)
     assert line, f"Java consumer (exit {r.returncode}, {took:.1f}s) did not report corruption:\n{out[-3000:]}"
     assert took < 40, f"Java consumer took {took:.1f}s to fail"
     print(f"Java consumer: exit {r.returncode} after {took:.1f}s: {line.strip()[:200]}")
@@ -439,10 +439,10 @@ def test_corrupted_object_is_an_error_not_data(kc, s3_server, bulk, suffix):
     brokers_alive(kc)
     leader = kc.leader_of(topic, 0)
     new_lines = kc.log_since(leader, log_len[leader])
-    named = [l for l in new_lines.splitlines() if any(k in l for k in flipped)]
+    named = [ln for ln in new_lines.splitlines() if any(k in ln for k in flipped)]
     assert named, (
         f"broker {leader}'s log does not name any corrupted object key {list(flipped)[:2]}; "
-        f"its new ERROR/WARN lines: {[l for l in new_lines.splitlines() if ' ERROR ' in l or ' WARN ' in l][:10]}"
+        f"its new ERROR/WARN lines: {[ln for ln in new_lines.splitlines() if ' ERROR ' in ln or ' WARN ' in ln][:10]}"
     )
     print(f"{suffix}: broker {leader} logged: {named[0][:300]}")
     if suffix == ".log":

@@ -48,7 +48,7 @@ def test_bad_plugin_config_fails_startup_with_one_clear_message(make_cluster, s3
     assert rc != 0, f"exit code {rc}"
     assert "Fatal error during broker startup" in log, kc.diagnostics([0])
     # the plugin's message: starts with "fasttier: " and names the problem
-    lines = [l for l in log.splitlines() if "fasttier" in l and any(re.search(p, l) for p in must_name)]
+    lines = [ln for ln in log.splitlines() if "fasttier" in ln and any(re.search(p, ln) for p in must_name)]
     assert lines, f"no log line names {must_name}:\n{kc.diagnostics([0], lines=80)}"
     print(f"exit {rc}; message: {lines[0][:300]}")
 
@@ -62,12 +62,12 @@ def test_store_that_does_not_answer_is_not_a_config_error(make_cluster, s3_serve
     kc.start(timeout=120)
     print(f"broker up in {time.monotonic() - t0:.1f}s")
     log = kc.broker_log(0)
-    lines = [l for l in log.splitlines() if "does not answer" in l and f"127.0.0.1:{dead_port}" in l]
+    lines = [ln for ln in log.splitlines() if "does not answer" in ln and f"127.0.0.1:{dead_port}" in ln]
     assert lines, kc.diagnostics([0], lines=60)
     assert kc.is_running(0)
     print(lines[0][:300])
     # the version check read this broker's version (and passed)
-    ready = [l for l in log.splitlines() if "remote storage manager ready" in l]
+    ready = [ln for ln in log.splitlines() if "remote storage manager ready" in ln]
     assert ready and f"Kafka {VERSION}," in ready[0], ready
     assert "cannot tell the Kafka version" not in log
 
@@ -93,6 +93,6 @@ def test_kafka_40_stops_at_startup_naming_the_missing_41_api(make_cluster, s3_se
     assert rc is not None, f"Kafka {OLD_KAFKA} broker with fasttier is still running\n" + kc.diagnostics([0])
     assert rc != 0, f"exit code {rc}"
     assert "Fatal error during broker startup" in log, kc.diagnostics([0])
-    lines = [l for l in log.splitlines() if "org/apache/kafka/common/metrics/Monitorable" in l]
+    lines = [ln for ln in log.splitlines() if "org/apache/kafka/common/metrics/Monitorable" in ln]
     assert lines, kc.diagnostics([0], lines=80)
     print(f"Kafka {OLD_KAFKA}: exit {rc}; {lines[0][:300]}")

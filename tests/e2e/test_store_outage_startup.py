@@ -48,7 +48,7 @@ def test_broker_restarted_during_store_outage_serves_local_data_and_tiering_resu
         assert_same(more.records, got.records, "records produced after a restart during the store outage")
         produced.merge(more)
         log = kc.log_since(0, mark)
-        warned = [l for l in log.splitlines() if "does not answer" in l]
+        warned = [ln for ln in log.splitlines() if "does not answer" in ln]
         assert warned, "no start-up warning that the store does not answer:\n" + kc.diagnostics([0], lines=60)
         assert "Fatal error during broker startup" not in log
         print(f"broker up in {up_s:.1f}s with the store down; warning: {warned[0][:250]}")

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from harness import wait_until
-from harness.data import consume_all, produce, assert_same
+from harness.data import assert_same, consume_all, produce
 from harness.jmx import Jmx
 from harness.workload import (
     ContinuousProducer,
@@ -209,7 +209,7 @@ def test_s3_outage_falls_back_to_the_leader_and_back(bed, make_cluster):
     """S3 down mid-run: followers fetch from the leaders within seconds, acks=all produce goes on, the ISR
     stays whole; S3 back: the fast path resumes. Nothing acknowledged is lost, replicas end identical."""
     kc, s3, prod = loaded_fast_cluster(bed, make_cluster, "outage")
-    topic, parts = "outage", LOADED_PARTITIONS
+    topic = "outage"
     try:
         before = prod.acked.count()
         s3.kill()
@@ -230,7 +230,7 @@ def test_s3_outage_falls_back_to_the_leader_and_back(bed, make_cluster):
         assert leader_bytes_down > 500_000, "followers did not fetch from the leaders during the outage"
     finally:
         s3.start()
-    acked = fast_path_then_stop(kc, prod, topic, "the fast path to resume after S3 came back")
+    fast_path_then_stop(kc, prod, topic, "the fast path to resume after S3 came back")
     assert all(n == 3 for n in isr_sizes(kc, topic).values()), kc.partition_state(topic)
 
 

@@ -1,7 +1,7 @@
 """fasttier end-to-end test harness: real S3 (MinIO) and real Kafka brokers as child processes."""
-from .procs import HarnessError, TimeoutExpired, free_port, free_ports, wait_until, live_processes
+from .kafka import BrokerExited, KafkaCluster, plugin_available, plugin_dir, plugin_jars
+from .procs import HarnessError, TimeoutExpired, free_port, free_ports, live_processes, wait_until
 from .s3 import S3Server
-from .kafka import KafkaCluster, BrokerExited, plugin_available, plugin_dir, plugin_jars
 
 __all__ = [
     "HarnessError", "TimeoutExpired", "free_port", "free_ports", "wait_until", "live_processes",

@@ -35,8 +35,8 @@ bed as well (S3Server(netns=z.s3_ns, host=z.s3_addr)); the brokers get its zone_
 from __future__ import annotations
 
 import base64
-import hashlib
 import concurrent.futures as cf
+import hashlib
 import os
 import re
 import shutil
@@ -683,7 +683,7 @@ class KafkaCluster:
 
     def grep_log(self, i: int, pattern: str, flags: int = 0) -> list[str]:
         rx = re.compile(pattern, flags)
-        return [l for l in self.broker_log(i).splitlines() if rx.search(l)]
+        return [ln for ln in self.broker_log(i).splitlines() if rx.search(ln)]
 
     def grep_logs(self, pattern: str, flags: int = 0) -> dict[int, list[str]]:
         return {n.node_id: self.grep_log(n.node_id, pattern, flags) for n in self.nodes}
@@ -693,8 +693,8 @@ class KafkaCluster:
         plugin (loggers io.fasttier.*, abbreviated "(i.f.") or carry its messages ("fasttier: ")."""
         text = self.log_since(i, since) if since else self.broker_log(i)
         return [
-            l for l in text.splitlines()
-            if (" WARN " in l or " ERROR " in l) and ("(i.f." in l or "fasttier: " in l or "io.fasttier" in l)
+            ln for ln in text.splitlines()
+            if (" WARN " in ln or " ERROR " in ln) and ("(i.f." in ln or "fasttier: " in ln or "io.fasttier" in ln)
         ]
 
     def diagnostics(self, ids: Optional[Iterable[int]] = None, lines: int = 40) -> str:
@@ -840,9 +840,7 @@ class KafkaCluster:
 
     def describe_topic(self, name: str, timeout: float = 30.0):
         """confluent_kafka TopicDescription: .topic_id, .partitions[i].leader/.replicas/.isr (Nodes)."""
-        from confluent_kafka import TopicCollection
-
-        from confluent_kafka import KafkaException
+        from confluent_kafka import KafkaException, TopicCollection
 
         def call():
             return self.admin().describe_topics(TopicCollection([name]), request_timeout=timeout)[name].result(timeout)

@@ -288,4 +288,4 @@ def grep(path: Path, needles: Iterable[str]) -> list[str]:
     except FileNotFoundError:
         return []
     needles = list(needles)
-    return [l for l in text.splitlines() if any(n in l for n in needles)]
+    return [ln for ln in text.splitlines() if any(n in ln for n in needles)]

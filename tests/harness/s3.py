@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Iterable, Optional

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from harness import HarnessError, KafkaCluster, S3Server, live_processes
