@@ -52,7 +52,8 @@ def main() -> int:
             say(f"cluster up: bootstrap servers {kc.bootstrap_servers()}")
             kc.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=3, config=tiered_config())
             topic_id = kc.topic_id(TOPIC)
-            say(f"topic {TOPIC} (id {topic_id}): remote.storage.enable=true, segment.bytes=1MiB, local.retention.ms=1000")
+            say(f"topic {TOPIC} (id {topic_id}): remote.storage.enable=true, segment.bytes=1MiB, "
+                "local.retention.ms=1000")
             say(f"producing {RECORDS:,} records with acks=all (codecs none, gzip, lz4, zstd) ...")
             produced = produce(kc, TOPIC, RECORDS, partitions=PARTITIONS, codecs=("none", "gzip", "lz4", "zstd"))
             say("waiting until every rolled segment is in S3 and deleted from local disk ...")

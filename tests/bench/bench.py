@@ -219,7 +219,8 @@ def run_native(s3: S3Server, work: Path, results: dict, quick: bool) -> None:
     results["load_native"] = load_note()
     log(f"native: segment copy, engine vs raw PUT ({mib} MiB, 3 runs each, alternating)  load={results['load_native']}")
     results["copy"] = native(s3, prefix, "copy", "--file", str(seg), "--reps", "3")
-    log(f"  engine {fmt_list(results['copy']['engine_mbps'])} MB/s, raw PUT {fmt_list(results['copy']['raw_put_mbps'])} MB/s")
+    log(f"  engine {fmt_list(results['copy']['engine_mbps'])} MB/s, "
+        f"raw PUT {fmt_list(results['copy']['raw_put_mbps'])} MB/s")
     log(f"native: peak RSS of copying {mib} MiB through the engine")
     results["mem_copy"] = native(s3, prefix, "mem-copy", "--file", str(seg), "--keep")
     log(f"  peak delta {results['mem_copy']['peak_delta_mib']:.1f} MiB")
@@ -449,7 +450,8 @@ def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_part
         end = ",".join(f"{p}:{e}" for p, e in sorted(g.items()))
         procs.append(subprocess.Popen(
             list(argv_prefix) + [
-             sys.executable, str(HERE / "consume.py"), "--bootstrap", bootstrap or kc.bootstrap_servers(), "--topic", topic,
+             sys.executable, str(HERE / "consume.py"), "--bootstrap", bootstrap or kc.bootstrap_servers(),
+             "--topic", topic,
              "--end", end, "--max-partition-fetch-bytes", str(max_partition_fetch_bytes),
              "--batch-messages", str(max(1, MIB // VALUE_BYTES))],
             stdout=subprocess.PIPE, stderr=errs[-1], text=True))
@@ -556,8 +558,10 @@ def read_pass(kc, jmx, topic, groups, seg_bytes, mpfb, label, **consume_kw) -> d
     streams = m.get("fetch-streams-total") or float("nan")
     log(f"  {label}: {out['mbps']:.1f} MB/s ({seg_bytes / 1e6:.0f} MB in {c['secs']:.2f}s, first record after "
         f"{c['first_record_secs']:.2f}s) load={load}")
-    log(f"    plugin: streams={m['fetch-streams-total']:.0f} bytes/stream={m['fetch-bytes-total'] / streams / MIB:.2f}MiB "
-        f"GETs={m['store-get-requests-total']:.0f} hits={m['cache-hits-total']:.0f} misses={m['cache-misses-total']:.0f} "
+    log(f"    plugin: streams={m['fetch-streams-total']:.0f} "
+        f"bytes/stream={m['fetch-bytes-total'] / streams / MIB:.2f}MiB "
+        f"GETs={m['store-get-requests-total']:.0f} hits={m['cache-hits-total']:.0f} "
+        f"misses={m['cache-misses-total']:.0f} "
         f"remote fetches={m['RemoteFetchRequestsPerSec']:.0f}, RemoteLogManager.read {m['remote_read_ms_mean']:.1f} ms "
         f"mean ({m['remote_read_secs_total']:.2f}s in all)")
     cpu = out["cpu"]
@@ -620,7 +624,8 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool,
         for t, n in topics.items():
             kc.create_topic(t, n, replication_factor=1, config=cfg)
         local_topic = "l1"
-        kc.create_topic(local_topic, 1, replication_factor=1, config={"segment.bytes": SEGMENT_BYTES, "retention.ms": -1})
+        kc.create_topic(local_topic, 1, replication_factor=1,
+                        config={"segment.bytes": SEGMENT_BYTES, "retention.ms": -1})
         t0 = time.monotonic()
         for t, n in topics.items():
             produce(kc, t, n, int((segs[t] + 0.5) * SEGMENT_BYTES))
@@ -690,7 +695,8 @@ def run_kafka(s3: S3Server, work: Path, results: dict, quick: bool, sweep: bool,
             kc.restart_broker(0)
             read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], mpfb, "warm-up after restart (not reported)")
             for f in (mpfb, 4 * MIB):
-                passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], f, f"r1 tuned fetch {f // MIB} MiB"))
+                passes.append(read_pass(kc, jmx, "r1", r1_groups, r1["segment_bytes"], f,
+                                        f"r1 tuned fetch {f // MIB} MiB"))
             passes.append(read_pass(kc, jmx, "r4", [dict(r4["local_start"])], r4["segment_bytes"], mpfb,
                                     "r4 tuned 1 consumer"))
             passes.append(read_pass(kc, jmx, "r4", [{p: e} for p, e in r4["local_start"].items()], r4["segment_bytes"],
@@ -759,7 +765,8 @@ def table(results: dict) -> str:
         for lab, what in (("r1 raw par16", "raw GET, 16 in flight, 1 partition"),
                           ("r4 raw par16", "raw GET, 16 in flight, 4 partitions")):
             if lab in base:
-                row("1 reference", what + " (server ceiling)", f"{base[lab]['mbps']:.0f} MB/s", "", "", "", _load(base[lab]))
+                row("1 reference", what + " (server ceiling)", f"{base[lab]['mbps']:.0f} MB/s", "", "", "",
+                    _load(base[lab]))
         for lab, ref in (("r1 engine, 1 stream per segment", seq), ("r1 engine, 1 stream per 16 MiB", seq)):
             if lab in base and ref:
                 row("1 reference", lab.replace("r1 engine", "engine alone (no Kafka, no JNI)"),
@@ -780,7 +787,8 @@ def table(results: dict) -> str:
         e, r = statistics.median(c["engine_mbps"]), statistics.median(c["raw_put_mbps"])
         row("2 segment copy", f"engine copy of a {c['bytes'] // MIB} MiB segment (median of {len(c['engine_mbps'])})",
             f"{e:.0f} MB/s", f"{r:.0f} MB/s raw multipart PUT", f"{e / r:.0%}", "",
-            f"runs {fmt_list(c['engine_mbps'])} vs {fmt_list(c['raw_put_mbps'])} MB/s; {_load({'load': results['load_native']})}")
+            f"runs {fmt_list(c['engine_mbps'])} vs {fmt_list(c['raw_put_mbps'])} MB/s; "
+            f"{_load({'load': results['load_native']})}")
     m = results.get("mem_copy")
     if m:
         row("3a memory", f"peak RSS added by copying {m['bytes'] // MIB} MiB", f"{m['peak_delta_mib']:.0f} MiB",
@@ -801,9 +809,11 @@ def table(results: dict) -> str:
                     f"RSS +{b['rss_peak_mib'] - b['rss_before_mib']:.0f} MiB (peak {b['rss_peak_mib']:.0f})",
                     f"heap used peak {b['heap_used_peak_mib']:.0f} MiB", "", "",
                     f"-Xmx{b['xmx']}; heap committed {b['heap_committed_before_mib']:.0f} -> "
-                    f"{b['heap_committed_peak_mib']:.0f} MiB; plugin cache {p['metrics'].get('cache-bytes', 0) / MIB:.0f} MiB; "
+                    f"{b['heap_committed_peak_mib']:.0f} MiB; "
+                    f"plugin cache {p['metrics'].get('cache-bytes', 0) / MIB:.0f} MiB; "
                     f"after: NMT total {b['nmt_after_mib'].get('Total', 0):.0f} MiB (NIO/other "
-                    f"{b['nmt_after_mib'].get('Other', 0):.0f}), RSS outside NMT {b['rss_minus_nmt_after_mib']:.0f} MiB")
+                    f"{b['nmt_after_mib'].get('Other', 0):.0f}), "
+                    f"RSS outside NMT {b['rss_minus_nmt_after_mib']:.0f} MiB")
     return _md(("benchmark", "figure", "value", "baseline", "ratio", "target", "notes"), rows)
 
 
@@ -846,7 +856,8 @@ def time_table(results: dict) -> str:
             f"{pick('data-plane-kafka-network') / n * 1000:.1f}", f"{pick('data-plane-kafka-request') / n * 1000:.1f}",
             f"{pick('remote-log-reader') / n * 1000:.1f}", f"{pick('fasttier-rt') / n * 1000:.1f}",
             f"{pick('GC Thread', 'GN Conc', 'GN Refine', 'GN Main', 'GN Service', 'VM Thread', 'G1 ') / n * 1000:.1f}",
-            f"{cpu['broker_secs'] / (p['segment_bytes'] / 1e9):.2f}", f"{cpu['minio_secs'] / (p['segment_bytes'] / 1e9):.2f}",
+            f"{cpu['broker_secs'] / (p['segment_bytes'] / 1e9):.2f}",
+            f"{cpu['minio_secs'] / (p['segment_bytes'] / 1e9):.2f}",
             f"{cpu['consumer_secs'] / (p['segment_bytes'] / 1e9):.2f}",
             f"{m['cache-hits-total']:.0f}/{m['cache-misses-total']:.0f}", f"{m['store-get-requests-total']:.0f}",
         ))

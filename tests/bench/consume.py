@@ -3,9 +3,9 @@
     python3 tests/bench/consume.py --bootstrap 127.0.0.1:9092 --topic t --end 0:123456,1:120000 \
         [--max-partition-fetch-bytes 16777216] [--fetch-max-bytes 67108864]
 
-Assigns the given partitions at offset 0 and reads (consume() batches of about 1 MiB) until every partition's position reaches its end
-offset (exclusive). Prints one JSON line: bytes (keys + values), records, seconds from assign to the
-last record, seconds to the first record.
+Assigns the given partitions at offset 0 and reads (consume() batches of about 1 MiB) until every partition's
+position reaches its end offset (exclusive). Prints one JSON line: bytes (keys + values), records, seconds from
+assign to the last record, seconds to the first record.
 """
 
 from __future__ import annotations

@@ -150,7 +150,8 @@ def main() -> int:
     })
     rows = [
         ["fasttier rebuild", f"{f.cli.seconds:.1f}", f"{f.rejoin.seconds:.1f}", f"{f.seconds:.1f}",
-         f"{restored / MB:.1f} (slow {result['fasttier']['slow_bytes'] / MB:.1f}, fast {result['fasttier']['fast_bytes'] / MB:.1f})",
+         f"{restored / MB:.1f} (slow {result['fasttier']['slow_bytes'] / MB:.1f}, "
+         f"fast {result['fasttier']['fast_bytes'] / MB:.1f})",
          f"{result['fasttier']['s3_to_zone_bytes_during_cli'] / MB:.1f}",
          f"{f.rejoin.into_zone / MB:.2f}", f"{f.remainder / MB:.2f}"],
         ["stock (wipe + restart)", "-", f"{s.rejoin.seconds:.1f}", f"{s.rejoin.seconds:.1f}", "-", "-",

@@ -3,7 +3,8 @@ Entry point: make bench-zones. What the figures mean: docs/benchmarks.md, "Repli
 
     python3 tests/bench/zones.py                  # everything, about 30 minutes
     python3 tests/bench/zones.py [--store-profiles none,express,standard] [--setups stock,fastrepl]
-        [--upload-intervals 10,25,50,100] [--knob-profile express] [--tuned-producer-props "batch.size=1048576 linger.ms=20"]
+        [--upload-intervals 10,25,50,100] [--knob-profile express]
+        [--tuned-producer-props "batch.size=1048576 linger.ms=20"]
         [--secs 30] [--perf-secs 20] [--rate 2] [--out build/bench-zones] [--docs]
     python3 tests/bench/zones.py --quick          # a smoke run (about 5 minutes): figures not meaningful
     (--docs writes the charts to docs/img/bench-zones.png and docs/img/bench-zones-latency.png)
@@ -236,7 +237,8 @@ def probe_main(a) -> int:
     n = 0
     while time.monotonic() - t0 < a.secs:
         for kind, pr in producers.items():
-            pr.produce(PROBE, key=kind.encode(), value=value, partition=n % len(PROBE_ASSIGNMENT), on_delivery=cbs[kind])
+            pr.produce(PROBE, key=kind.encode(), value=value, partition=n % len(PROBE_ASSIGNMENT),
+                       on_delivery=cbs[kind])
             sent[kind] += 1
             pr.poll(0)
         n += 1
@@ -257,7 +259,8 @@ def probe_main(a) -> int:
     reader.join(5)
     consumer.close()
     print(json.dumps({
-        "secs": a.secs, "rate_per_producer": a.probe_rate, "watermark_retries": watermark_retries, "sent": sent, "consumed": seen, "errors": errors,
+        "secs": a.secs, "rate_per_producer": a.probe_rate, "watermark_retries": watermark_retries, "sent": sent,
+        "consumed": seen, "errors": errors,
         "delivery": {k: lat_summary(v) for k, v in delivery.items()},
         "e2e": {**{k: lat_summary(v) for k, v in e2e.items()}, "all": lat_summary(e2e["acks1"] + e2e["acksall"])},
     }))
@@ -306,7 +309,8 @@ def cpu_pct(a: dict, b: dict) -> dict:
             "bench_forwarders": round(100 * (b["bench"] - a["bench"]) / span, 1)}
 
 
-MINIO_METRICS_CACHE_SECS = 10.5  # MinIO answers its metrics from a cache refreshed on the first read 10 s after the last
+# MinIO answers its metrics from a cache refreshed on the first read 10 s after the last
+MINIO_METRICS_CACHE_SECS = 10.5
 _minio_read = [-1e9]
 
 
@@ -485,7 +489,8 @@ def perf_phase(kc, z, s3, a, key: str, variant: str, props: dict, m_before: list
     leader = {t: v[0][0] for t, v in topics.items()}
     secs = a.perf_secs
     warm = min(5.0, secs / 3)
-    log(f"[{key}] producer perf test ({variant}: {' '.join(f'{k}={v}' for k, v in props.items()) or 'Kafka defaults'}), "
+    shown = " ".join(f"{k}={v}" for k, v in props.items()) or "Kafka defaults"
+    log(f"[{key}] producer perf test ({variant}: {shown}), "
         f"--throughput -1, one per zone: {secs:.0f} s")
 
     def appended(sizes) -> int:
@@ -505,7 +510,8 @@ def perf_phase(kc, z, s3, a, key: str, variant: str, props: dict, m_before: list
         argv = z.exec_prefix(i) + [
             java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
             f"-Dfasttier.test.log.file={kc.base_dir}/perf-{variant}-{i}.log", "-cp", cp,
-            "org.apache.kafka.tools.ProducerPerformance", "--topic", f"{PERF}-az{i + 1}", "--num-records", str(10 ** 12),
+            "org.apache.kafka.tools.ProducerPerformance", "--topic", f"{PERF}-az{i + 1}",
+            "--num-records", str(10 ** 12),
             "--record-size", str(a.perf_record_size), "--throughput", "-1",
             "--producer-props", f"bootstrap.servers={node.name}:{node.broker_port}",
             *[f"{k}={v}" for k, v in props.items()]]
@@ -569,7 +575,8 @@ def perf_phase(kc, z, s3, a, key: str, variant: str, props: dict, m_before: list
         "produced_bytes": produced, "window_secs": round(elapsed, 1), "catch_up_secs": round(catch_up, 1),
         "cross_zone_bytes": cross, "cross_per_produced": cross / produced if produced else math.nan,
         "s3_link_bytes": z.s3_bytes(c),
-        "wal_busy": {"put_per_sec": round(busy["put_class"] / steady, 2), "get_per_sec": round(busy["get_class"] / steady, 2),
+        "wal_busy": {"put_per_sec": round(busy["put_class"] / steady, 2),
+                     "get_per_sec": round(busy["get_class"] / steady, 2),
                      "requests": busy["requests"]},
         "wal_bucket": bucket_delta(wb, wa, WAL_BUCKET),
         "slow_bucket": bucket_delta(wb, wa, SLOW_BUCKET),
@@ -577,7 +584,8 @@ def perf_phase(kc, z, s3, a, key: str, variant: str, props: dict, m_before: list
         "load_before": load0,
     }
     log(f"[{key}]   {variant}: {res['mbps']} MB/s appended (steady {res['steady_secs']} s; the tool's windows: avg "
-        f"latency {res['tool_avg_latency_ms']} ms, max {res['tool_max_latency_ms']} ms); produced {produced / MB:.1f} MB, "
+        f"latency {res['tool_avg_latency_ms']} ms, max {res['tool_max_latency_ms']} ms); "
+        f"produced {produced / MB:.1f} MB, "
         f"cross-zone {res['cross_per_produced']:.4f} x produced; fast-tier bucket busy PUT/GET per s "
         f"{res['wal_busy']['put_per_sec']} / {res['wal_busy']['get_per_sec']}")
     describe_breakdown(key, f"perf {variant}", res["breakdown"])
@@ -713,7 +721,8 @@ def run_setup(key: str, z, s3, work: Path, a, profile: str = "none", endpoint: s
         w = r["idle"]["wal_bucket"]
         r["idle"]["wal_requests_per_sec"] = round((w["put_class"] + w["get_class"]) / idle_secs, 2)
         log(f"[{key}]   cross-zone {r['idle']['cross_zone_bytes_per_sec'] / 1e3:.1f} kB/s, S3 links "
-            f"{r['idle']['s3_bytes_per_sec'] / 1e3:.1f} kB/s, WAL bucket requests {r['idle']['wal_bucket']['requests']}, "
+            f"{r['idle']['s3_bytes_per_sec'] / 1e3:.1f} kB/s, "
+            f"WAL bucket requests {r['idle']['wal_bucket']['requests']}, "
             f"CPU {r['idle']['cpu_pct']}")
 
         log(f"[{key}] probe alone: {a.probe_alone_secs:.0f} s")
@@ -781,14 +790,17 @@ def run_setup(key: str, z, s3, work: Path, a, profile: str = "none", endpoint: s
                 for p in range(n):
                     d = [kc.log_digest(i, t, p) for i in range(kc.n)]
                     if len(set(d)) != 1:
-                        differ[f"{t}-{p}"] = {"digests": d, "segments": [kc.local_segments(i, t, p) for i in range(kc.n)]}
+                        segments = [kc.local_segments(i, t, p) for i in range(kc.n)]
+                        differ[f"{t}-{p}"] = {"digests": d, "segments": segments}
             r["replicas_identical"] = not differ
             if differ:
                 r["replicas_differ"] = differ
                 keep = True
                 log(f"[{key}]   REPLICAS DIFFER (sizes were equal): {differ}")
-            keys = sorted({k for m in m_after for k in m if k.startswith(("replication-", "wal-")) and k.endswith("-total")})
-            r["plugin_deltas"] = {k: sum(m_after[i].get(k, 0) - m_before[i].get(k, 0) for i in range(kc.n)) for k in keys}
+            keys = sorted({k for m in m_after for k in m
+                           if k.startswith(("replication-", "wal-")) and k.endswith("-total")})
+            r["plugin_deltas"] = {k: sum(m_after[i].get(k, 0) - m_before[i].get(k, 0) for i in range(kc.n))
+                                  for k in keys}
             r["plugin_problems"] = {i: kc.plugin_problems(i)[:5] for i in range(kc.n) if kc.plugin_problems(i)}
             # the proxy's own account of partitions leaving and returning to the fast tier (whole run)
             r["fallback_log"] = {i: [line[:300] for line in lines[:20]] for i, lines in
@@ -803,7 +815,8 @@ def run_setup(key: str, z, s3, work: Path, a, profile: str = "none", endpoint: s
             props = {} if variant == "default" else a.tuned_props
             r["perf"][variant], m_last = perf_phase(kc, z, s3, a, key, variant, props, m_last)
         if knob or not r.get("plugin_deltas"):
-            keys = sorted({k for m in m_last for k in m if k.startswith(("replication-", "wal-")) and k.endswith("-total")})
+            keys = sorted({k for m in m_last for k in m
+                           if k.startswith(("replication-", "wal-")) and k.endswith("-total")})
             r["plugin_deltas"] = {k: sum(m_last[i].get(k, 0) - m_idle[i].get(k, 0) for i in range(kc.n)) for k in keys}
         r["relay"] = relay_stats(relay)
         return r
@@ -826,7 +839,8 @@ def describe_probe(key: str, p: dict) -> None:
 def describe(r: dict) -> None:
     key, p = r["setup"], r["producer"]
     log(f"[{key}]   producer: {p['achieved_mbps']} MB/s of {p['target_mbps']} (buffer full {p['buffer_full']}x, "
-        f"undelivered {p['undelivered']}, errors {p['errors']}, ack p50/p99 {p['ack_latency']['p50_ms']}/{p['ack_latency']['p99_ms']} ms); "
+        f"undelivered {p['undelivered']}, errors {p['errors']}, "
+        f"ack p50/p99 {p['ack_latency']['p50_ms']}/{p['ack_latency']['p99_ms']} ms); "
         f"window {r['window_secs']} s (produce {r['produce_secs']} s, replicas equal {r['catch_up_secs']} s later)")
     log(f"[{key}]   produced {r['produced_bytes'] / MB:.1f} MB; cross-zone {r['cross_zone_bytes'] / MB:.2f} MB = "
         f"{r['cross_per_produced']:.4f} x produced (net of idle {r['cross_zone_net_bytes'] / MB:.2f} MB = "
@@ -1043,7 +1057,8 @@ def latency_chart(results: dict, path: Path) -> bool:
         y = [r["probe_alone"]["delivery"]["acksall"][q] for r in ks]
         ax.plot(x, y, style, label=f"replication through the fast tier, {q[:3]}")
         for xi, yi, r in zip(x, y, ks):
-            ax.annotate(f"{r['upload_interval_ms']} ms", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(f"{r['upload_interval_ms']} ms", (xi, yi), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
     prof = ks[0]["profile"]
     stock = next((r for r in results["setups"] if r["setup"] == "stock" and r["profile"] == prof), None)
     if stock:
@@ -1165,7 +1180,8 @@ def main() -> int:
                     help="replicas count as caught up when equal and unchanged this long (default 5)")
     ap.add_argument("--upload-interval-ms", type=int, default=None,
                     help="rsm.config.wal.upload.interval.ms of the runs per profile (default: the plugin's)")
-    ap.add_argument("--poll-ms", type=int, default=None, help="rsm.config.replication.fast.poll.ms (default: the plugin's)")
+    ap.add_argument("--poll-ms", type=int, default=None,
+                    help="rsm.config.replication.fast.poll.ms (default: the plugin's)")
     ap.add_argument("--version", default=os.environ.get("FASTTIER_KAFKA_VERSION", "4.4.0"))
     ap.add_argument("--quick", action="store_true", help="smoke run (about 5 minutes): short phases, one store "
                                                          "profile, one knob value")
@@ -1261,7 +1277,8 @@ def main() -> int:
         if results["setups"]:
             text = tables(results)
             (out / f"figures-{stamp}.md").write_text(text + "\n")
-            print(f"\nfasttier replication benchmark ({results['machine']['cpus']} CPUs, git {results['machine']['git']}, "
+            print(f"\nfasttier replication benchmark ({results['machine']['cpus']} CPUs, "
+                  f"git {results['machine']['git']}, "
                   f"{results['total_secs']} s); results in {out}/results-{stamp}.json\n")
             print(text)
             if done == planned:

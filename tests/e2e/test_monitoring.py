@@ -70,7 +70,8 @@ def agent_jar() -> Path:
         r = subprocess.run(["mvn", "-B", "-q", "-Dstyle.color=never", "dependency:get", "-Dtransitive=false",
                             f"-Dartifact=io.prometheus.jmx:jmx_prometheus_javaagent:{AGENT_VERSION}"],
                            capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0 and jar.exists(), f"mvn could not fetch the JMX exporter agent:\n{r.stdout[-3000:]}{r.stderr[-2000:]}"
+        assert r.returncode == 0 and jar.exists(), (
+            f"mvn could not fetch the JMX exporter agent:\n{r.stdout[-3000:]}{r.stderr[-2000:]}")
     return jar
 
 
@@ -232,7 +233,8 @@ def test_dashboard_queries_have_series_from_the_rules(bed, make_cluster):
     print(f"\n[monitoring] {scraper.scrapes} scrapes of 3 exporters, {len(samples.series)} series, "
           f"{len(samples.names())} metric names; scrape errors {len(scraper.errors)}")
     for (title, expr), v in results.items():
-        print(f"[monitoring] {title}: " + ", ".join(f"{promlite.legend('', k) or '-'}={x:.4g}" for k, x in sorted(v.items()))[:300])
+        shown = ", ".join(f"{promlite.legend('', k) or '-'}={x:.4g}" for k, x in sorted(v.items()))
+        print(f"[monitoring] {title}: " + shown[:300])
 
     # what a working cluster shows
     uploads = first(results, "Fast tier: uploads", "wal_record_bytes_total")

@@ -197,7 +197,8 @@ def test_retention_deletes_remote_segments(kc, s3_server):
     kc.alter_topic_config(topic, {"retention.bytes": retention_bytes})
 
     def remote_log_bytes() -> int:
-        return sum(o["Size"] for o in s3_server.list_objects(kc.prefix) if tid in o["Key"] and o["Key"].endswith(".log"))
+        return sum(o["Size"] for o in s3_server.list_objects(kc.prefix)
+                   if tid in o["Key"] and o["Key"].endswith(".log"))
 
     def shrunk():
         kc.check_alive()
@@ -423,7 +424,8 @@ def test_corrupted_object_is_an_error_not_data(kc, s3_server, bulk, suffix):
     for k, d in got.records.items():
         assert produced.records.get(k) == d, f"corrupt data served at offset {k}: {d} != {produced.records.get(k)}"
     # ... and the corrupted segments did not come back
-    assert len(got.records) < len(produced.records), f"every record was returned although every {suffix} object is corrupt"
+    assert len(got.records) < len(produced.records), (
+        f"every record was returned although every {suffix} object is corrupt")
     assert got.errors, "the consumer saw no error for a corrupted remote segment"
     # The error is CORRUPT_MESSAGE (Kafka error code 2; librdkafka calls it INVALID_MSG), not
     # UNKNOWN_SERVER_ERROR: the shim throws Kafka's CorruptRecordException, which the broker's remote read
@@ -480,7 +482,8 @@ def test_wiped_broker_rejoins_via_tier_and_serves_as_leader(kc, s3_server):
         segs = kc.local_segments(1, topic, p)
         assert segs and segs[0] >= local_start[p] > 0, (p, segs, local_start)
     new_log = kc.log_since(1, log_len)
-    assert "from remote tier" in new_log or "RemoteLogAuxState" in new_log or "remote log aux state" in new_log.lower(), (
+    assert ("from remote tier" in new_log or "RemoteLogAuxState" in new_log
+            or "remote log aux state" in new_log.lower()), (
         "broker 1's log shows no remote-log aux state build (TierStateMachine)"
     )
 
@@ -491,7 +494,8 @@ def test_wiped_broker_rejoins_via_tier_and_serves_as_leader(kc, s3_server):
             lambda: kc.check_alive() or all(s["leader"] == 1 for s in kc.partition_state(topic).values()),
             60, 0.5, "broker 1 to lead every partition",
         )
-        got = consume_all(kc.client_config(**{"bootstrap.servers": kc.bootstrap_servers([1, 2])}), topic, ends, timeout=240)
+        got = consume_all(kc.client_config(**{"bootstrap.servers": kc.bootstrap_servers([1, 2])}), topic, ends,
+                          timeout=240)
         assert not got.errors, got.errors[:5]
         assert_same(produced.records, got.records, "read from the wiped-and-rejoined leader")
     finally:

@@ -101,7 +101,8 @@ def run_workload(z, kc, topic: str, label: str) -> dict:
     net = max(0.0, cross - idle_rate * elapsed)
     r = {
         "label": label, "records": n_records, "log_bytes": total, "cross": cross, "net": net, "s3": z.s3_bytes(c),
-        "idle_rate": idle_rate, "elapsed": elapsed, "produce_s": produce_s, "isr": {p: s["isr"] for p, s in state.items()},
+        "idle_rate": idle_rate, "elapsed": elapsed, "produce_s": produce_s,
+        "isr": {p: s["isr"] for p, s in state.items()},
         "links": Zones.format_counters({k: v for k, v in c.items() if "s3" not in k}),
         "produced": produced,
     }
@@ -138,7 +139,8 @@ def test_replication_through_the_fast_tier(bed, make_cluster):
     fast_bytes = leader_bytes = 0
     for i in range(3):
         m = Jmx(kc, i).plugin()
-        print(f"[zones-fast] node {i}: " + ", ".join(f"{k}={int(v)}" for k, v in sorted(m.items()) if k.startswith("replication-")))
+        shown = ", ".join(f"{k}={int(v)}" for k, v in sorted(m.items()) if k.startswith("replication-"))
+        print(f"[zones-fast] node {i}: " + shown)
         fast_bytes += m.get("replication-fast-bytes-total", 0)
         leader_bytes += m.get("replication-leader-bytes-total", 0)
     assert fast_bytes >= 1.5 * r["log_bytes"], (fast_bytes, r["log_bytes"])
@@ -162,7 +164,8 @@ def test_replication_through_the_fast_tier(bed, make_cluster):
     stock = _results.get("stock")
     base = stock["net"] if stock else 2 * r["log_bytes"]
     print(f"[zones-fast] replication cross-zone {r['net'] / MB:.3f} MB vs stock {base / MB:.3f} MB = "
-          f"{r['net'] / base:.2%} (gross {r['cross'] / MB:.3f} vs {stock['cross'] / MB if stock else float('nan'):.3f} MB); "
+          f"{r['net'] / base:.2%} (gross {r['cross'] / MB:.3f} "
+          f"vs {stock['cross'] / MB if stock else float('nan'):.3f} MB); "
           f"served from the fast tier {fast_bytes / MB:.2f} MB, from leaders {leader_bytes / MB:.3f} MB")
     assert r["net"] <= 0.05 * base, f"replication cross-zone bytes {r['net']:.0f} > 5% of stock's {base:.0f}"
 

@@ -68,7 +68,8 @@ class RecordSpec:
     partition: int
 
 
-def make_record(i: int, partitions: int, ts0: int, rng: random.Random, value_size: tuple[int, int] = (80, 400)) -> RecordSpec:
+def make_record(i: int, partitions: int, ts0: int, rng: random.Random,
+                value_size: tuple[int, int] = (80, 400)) -> RecordSpec:
     """Deterministic, compressible-but-not-trivial test record number i."""
     n_words = rng.randint(value_size[0] // 8, value_size[1] // 8)
     text = f"{i:09d}|" + " ".join(rng.choice(_WORDS) for _ in range(n_words))

@@ -238,7 +238,8 @@ class KafkaCluster:
             raise
         ports = free_ports((4 if zones is not None else 3) * n_brokers)
         self.nodes = [
-            Node(i, ports[3 * i], ports[3 * i + 1], self.base_dir / f"node-{i}", jmx_port=ports[3 * i + 2] if jmx else None)
+            Node(i, ports[3 * i], ports[3 * i + 1], self.base_dir / f"node-{i}",
+                 jmx_port=ports[3 * i + 2] if jmx else None)
             for i in range(n_brokers)
         ]
         if zones is not None:
@@ -877,7 +878,8 @@ class KafkaCluster:
     def leader_of(self, topic: str, partition: int) -> int:
         return self.partition_state(topic)[partition]["leader"]
 
-    def wait_for_isr(self, topic: str, size: Optional[int] = None, timeout: float = 120.0, contains: Optional[int] = None):
+    def wait_for_isr(self, topic: str, size: Optional[int] = None, timeout: float = 120.0,
+                     contains: Optional[int] = None):
         size = size or self.rf
 
         def ok():
@@ -887,7 +889,8 @@ class KafkaCluster:
                 len(s["isr"]) >= size and (contains is None or contains in s["isr"]) for s in st.values()
             ) and st
 
-        return wait_until(ok, timeout, 1.0, f"ISR of {topic} to reach {size}" + (f" with {contains}" if contains is not None else ""))
+        what = f"ISR of {topic} to reach {size}" + (f" with {contains}" if contains is not None else "")
+        return wait_until(ok, timeout, 1.0, what)
 
     # ------------------------------------------------------------------ files on disk
     def partition_dir(self, i: int, topic: str, partition: int) -> Path:

@@ -319,7 +319,8 @@ def stock_round(kc, z, node: int, topic: str, partitions: int,
     return StockRound(rejoin, fetched, other_partitions_bytes(kc, node, topic))
 
 
-def same_as_leaders(kc, node: int, topic: str, leaders: dict[int, int], timeout: float = 120.0) -> dict[int, Comparison]:
+def same_as_leaders(kc, node: int, topic: str, leaders: dict[int, int],
+                    timeout: float = 120.0) -> dict[int, Comparison]:
     """Waits until node's copy of each partition ends where its leader's does, then compares them batch by
     batch over the offsets both hold (raises HarnessError on a difference)."""
     out = {}

@@ -96,13 +96,15 @@ def wait_for_no_objects(s3, topic_id: str, prefix: str = "", timeout: float = 18
     )
 
 
-def local_log_starts(kc, topic: str, partitions: int, brokers: Optional[list[int]] = None) -> dict[int, dict[int, Optional[int]]]:
+def local_log_starts(kc, topic: str, partitions: int,
+                     brokers: Optional[list[int]] = None) -> dict[int, dict[int, Optional[int]]]:
     """{broker: {partition: base offset of its oldest local .log segment}} for running brokers holding it."""
     out: dict[int, dict[int, Optional[int]]] = {}
     for b in brokers if brokers is not None else range(kc.n):
         if not kc.is_running(b):
             continue
-        out[b] = {p: kc.local_log_start(b, topic, p) for p in range(partitions) if kc.partition_dir(b, topic, p).is_dir()}
+        out[b] = {p: kc.local_log_start(b, topic, p) for p in range(partitions)
+                  if kc.partition_dir(b, topic, p).is_dir()}
     return out
 
 
@@ -161,10 +163,14 @@ def wait_all_tiered(kc, topic: str, partitions: int, timeout: float = 240.0) -> 
                 starts[p] = min(starts.get(p, segs[0]), segs[0])
         return starts if len(starts) == partitions else None
 
+    def local_segments_now():
+        return {b: {p: kc.local_segments(b, topic, p) for p in range(partitions)}
+                for b in range(kc.n) if kc.is_running(b)}
+
     return wait_until(
         check, timeout, 1.0,
         lambda: f"all rolled segments of {topic} to be tiered and deleted locally "
-        f"(local segments now: { {b: {p: kc.local_segments(b, topic, p) for p in range(partitions)} for b in range(kc.n) if kc.is_running(b)} })",
+        f"(local segments now: {local_segments_now()})",
     )
 
 

@@ -503,7 +503,8 @@ class Zones:
         return f"Zones({self.prefix}: {', '.join(f'{p}={self.addr(p)}' for p in self.places)})"
 
     # ------------------------------------------------------------------ reaching in
-    def forward(self, p: Place, host: Optional[str] = None, port: int = 0, listen_port: Optional[int] = None) -> Forwarder:
+    def forward(self, p: Place, host: Optional[str] = None, port: int = 0,
+                listen_port: Optional[int] = None) -> Forwarder:
         """A Forwarder: 127.0.0.1:<listen_port or a free port> here -> host:port from inside place p (host
         defaults to p's own address). Closed with the bed, or earlier with .close()."""
         f = Forwarder(self.ns(p), host or self.addr(p), port, listen_port)
@@ -644,6 +645,6 @@ def links_in_root() -> list[str]:
 
 
 __all__: Iterable[str] = [
-    "Zones", "Forwarder", "NetemUnavailable", "bed_with_s3", "bed_support", "netem_support", "enter_netns", "run_in_netns",
-    "sweep_leftovers", "namespaces_of", "links_in_root", "netns_pids",
+    "Zones", "Forwarder", "NetemUnavailable", "bed_with_s3", "bed_support", "netem_support", "enter_netns",
+    "run_in_netns", "sweep_leftovers", "namespaces_of", "links_in_root", "netns_pids",
 ]

@@ -15,7 +15,8 @@ def cargo(log: Path):
     if not log.is_file():
         return None
     p = f = s = 0
-    for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", log.read_text(errors="replace")):
+    text = log.read_text(errors="replace")
+    for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", text):
         p, f, s = p + int(m[1]), f + int(m[2]), s + int(m[3])
     return (p, f, s) if p + f + s else None
 

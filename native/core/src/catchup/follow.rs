@@ -418,7 +418,7 @@ async fn run(
                 }
             }
             Ok(None) => {
-                if matches!(shared.state.lock().unwrap_or_else(|e| e.into_inner()).health, None) {
+                if shared.state.lock().unwrap_or_else(|e| e.into_inner()).health.is_none() {
                     set_health(Health::Ok);
                 }
                 // wait for the leader's word that the object is there, or poll

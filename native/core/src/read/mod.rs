@@ -117,10 +117,8 @@ impl ChunkCache {
                 }
                 self.evict(&mut inner, &key);
             }
-            Err(_) => {
-                if inner.slots.get(&key).is_some_and(|s| Arc::ptr_eq(&s.cell, &cell) && s.cell.get().is_none()) {
-                    inner.slots.remove(&key);
-                }
+            Err(_) if inner.slots.get(&key).is_some_and(|s| Arc::ptr_eq(&s.cell, &cell) && s.cell.get().is_none()) => {
+                inner.slots.remove(&key);
             }
             _ => {}
         }

@@ -11,10 +11,13 @@ use bytes::{Bytes, BytesMut};
 use super::{CompletedPart, ObjectMeta, ObjectStore, PutOptions};
 use crate::error::{Error, Result};
 
+/// A multipart upload in progress: its key and the parts received so far, by part number.
+type Upload = (String, BTreeMap<i32, Bytes>);
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Bytes>>,
-    uploads: Mutex<HashMap<String, (String, BTreeMap<i32, Bytes>)>>,
+    uploads: Mutex<HashMap<String, Upload>>,
     next_upload: AtomicU64,
 }
 

@@ -481,8 +481,8 @@ mod tests {
         for (due, piece) in &out {
             assert!(!piece.is_empty(), "empty piece at byte {at}");
             assert_eq!(&piece[..], &stream[at..at + piece.len()], "bytes changed or reordered at byte {at}");
-            for j in at..at + piece.len() {
-                assert_eq!(*due, arrival_of[j] + delay_of(j), "byte {j} (piece at {at}, {} bytes)", piece.len());
+            for (j, arrival) in arrival_of.iter().enumerate().skip(at).take(piece.len()) {
+                assert_eq!(*due, *arrival + delay_of(j), "byte {j} (piece at {at}, {} bytes)", piece.len());
             }
             at += piece.len();
         }
@@ -495,7 +495,7 @@ mod tests {
         let mut d = Vec::new();
         for (bytes, delay) in reqs {
             s.extend_from_slice(bytes);
-            d.extend(std::iter::repeat(*delay).take(bytes.len()));
+            d.extend(std::iter::repeat_n(*delay, bytes.len()));
         }
         (s, d)
     }
@@ -554,7 +554,7 @@ mod tests {
     #[test]
     fn a_head_or_chunk_line_longer_than_the_limits_is_unframed_with_bounded_memory() {
         let mut s = b"GET /".to_vec();
-        s.extend(std::iter::repeat(b'a').take(3 * MAX_HEAD));
+        s.extend(std::iter::repeat_n(b'a', 3 * MAX_HEAD));
         let (mut f, stats) = framer(standard());
         let mut out = Vec::new();
         for c in s.chunks(1000) {
@@ -564,7 +564,7 @@ mod tests {
         assert_eq!(out.iter().map(|(_, b)| b.len()).sum::<usize>(), s.len());
         assert_eq!(stats.unframed.load(Ordering::Relaxed), 1);
         let mut s = b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-        s.extend(std::iter::repeat(b'1').take(2 * MAX_LINE));
+        s.extend(std::iter::repeat_n(b'1', 2 * MAX_LINE));
         let stats = check_split(&s, &[100, 2000], &|_| 30 * MS);
         assert_eq!(stats.unframed.load(Ordering::Relaxed), 1);
     }
