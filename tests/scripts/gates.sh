@@ -8,8 +8,9 @@
 #   3. ruff         ruff check on tests/ and monitoring/  (ruff.toml; ruff pinned in tests/requirements.txt)
 #   4. javac        Gradle compileJava/compileTestJava with -Xlint:all -Werror (gradle/java-conventions.gradle)
 #
-# Not a gate yet: a dependency audit. No advisory database can be fetched from this machine's network, and
-# cargo-deny (for license/duplicate checks) has not been built here; see issue 16, item 7.
+# Not a gate yet: a dependency audit. No advisory database (RustSec, a GitHub repository) can be fetched from
+# this machine's network; cargo-deny for license/duplicate checks was tried (`cargo install cargo-deny --locked`,
+# v0.20.2) but had compiled only 59 crates after 5.5 minutes on the shared 2-core machine and was stopped.
 #
 # Environment: GATES_SKIP="clippy javac" skips the named gates (for a quick local run).
 set -euo pipefail
