@@ -283,5 +283,12 @@ def test_default_java_producer_at_full_speed(bed, make_cluster):
     hw = high_watermarks(kc, topic, parts)
     assert sum(hw.values()) == PERF_RECORDS, hw
     assert all(n == 3 for n in isr_sizes(kc, topic).values()), kc.partition_state(topic)
+    legs = [Jmx(kc, i).plugin() for i in range(kc.n)]
+    means = {}
+    for leg in ("upload-wait", "upload-put", "learn", "get", "serve", "append", "report"):
+        ms = sum(m.get(f"roundtrip-{leg}-ms-total", 0) for m in legs)
+        n = sum(m.get(f"roundtrip-{leg}-count", 0) for m in legs)
+        means[leg] = round(ms / n, 1) if n else None
+    print(f"[zones-perf] round-trip legs, mean ms: {means}")
     fast_bytes = sum(fast_metric(kc, "replication-fast-bytes-total").values()) - fast_before
     assert fast_bytes >= 1.5 * PERF_RECORDS * 1000 * 0.9, f"followers got {fast_bytes} bytes from the fast tier"

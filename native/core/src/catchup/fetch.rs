@@ -46,6 +46,8 @@ const DATA_GRACE: Duration = Duration::from_secs(15);
 /// Reports that do not refresh the leader's "caught up" time of the follower are sent for this long after
 /// the last one that did; then they wait for data that does (well within `replica.lag.time.max.ms`).
 const CAUGHT_UP_REFRESH: Duration = Duration::from_secs(3);
+/// Answered reports that release offsets held back by the report rule are at most this frequent.
+const UNSTICK_EVERY: Duration = Duration::from_millis(50);
 /// A silent report's connection stays open this long (for the leader to read the request), then is reset.
 const SILENT_HOLD: Duration = Duration::from_millis(100);
 /// A silent report waits this long in the leader's fetch purgatory (far longer than [`SILENT_HOLD`], so the
@@ -532,10 +534,21 @@ impl Session {
         if answered_due {
             return Due::Answered;
         }
-        if self.silent_set(wants).is_empty() {
-            Due::No
+        if !self.silent_set(wants).is_empty() {
+            return Due::Silent;
+        }
+        // Offsets moved, but the report rule holds them back, while the follower has all that the fast tier
+        // holds: an acks=all producer may be waiting for exactly these offsets, so no newer data will come
+        // to refresh the leader's "caught up" time. Ask the leader: its answer carries no records for a
+        // follower that has everything (and Kafka then counts it caught up), else one batch.
+        let held_back = fast.iter().any(|(w, p)| {
+            p.reported != Some(w.fp.fetch_offset)
+                && matches!(self.stream.lookup(&w.tp, w.fp.current_leader_epoch, w.fp.fetch_offset, 1), Lookup::Wait)
+        });
+        if held_back && self.last_answered.is_none_or(|t| t.elapsed() >= UNSTICK_EVERY) {
+            Due::Answered
         } else {
-            Due::Silent
+            Due::No
         }
     }
 
@@ -652,10 +665,16 @@ impl Session {
         self.last_answered = Some(Instant::now());
         self.absorb_top(&resp);
         let sent: HashMap<Tp, i64> = fast.iter().map(|w| (w.tp, w.fp.fetch_offset)).collect();
+        // Kafka returns records for the first partition (in request order) with data beyond its offset only:
+        // the partitions answered before it had none, so the follower holds the leader's whole log of them
+        // and Kafka counts it caught up now
+        let mut before_records = true;
         for t in &resp.responses {
             for pd in &t.partitions {
                 let tp = tp_of(&t.topic_id, pd.partition_index);
                 let Some(&offset) = sent.get(&tp) else { continue };
+                let caught_up = before_records && pd.records.as_ref().is_none_or(|r| r.is_empty());
+                before_records &= caught_up;
                 let epoch = fast.iter().find(|w| w.tp == tp).map_or(-1, |w| w.fp.current_leader_epoch);
                 let records = pd.records.clone().unwrap_or_default();
                 self.ctx.metrics.add(Metric::ReplReportBytes, records.len() as i64);
@@ -671,6 +690,9 @@ impl Session {
                 }
                 part.validated_epoch = Some(epoch);
                 part.absorb(pd);
+                if caught_up {
+                    part.last_good = Some(Instant::now());
+                }
                 match look {
                     None => part.leader_ahead = None, // the leader has nothing beyond the offset
                     Some(Lookup::Serve { records: ours, .. }) => {
