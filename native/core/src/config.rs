@@ -455,6 +455,11 @@ pub const KEYS: &[KeyDoc] = &[
         default: "(unset)",
         doc: "read by the Java shim: explicit path of libfasttier_jni.so",
     },
+    KeyDoc {
+        key: "kafka.version.allow.newer",
+        default: "false",
+        doc: "read by the Java shim: run on a Kafka newer than the supported 4.1-4.4 with a warning instead of refusing to start",
+    },
 ];
 
 /// Keys Kafka adds itself (4.1 adds `broker.id`, 4.4 also `node.id`); accepted silently.
