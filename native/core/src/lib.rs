@@ -28,3 +28,8 @@ pub mod store;
 pub mod tail;
 pub mod upload;
 pub mod wal;
+
+/// The wall clock in unix milliseconds (0 if it is before 1970): object stamps, lag and round-trip timings.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

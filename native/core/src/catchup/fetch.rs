@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -35,6 +35,7 @@ use super::wire::{decode_response, encode_request, encode_response, FETCH};
 use crate::config::ReplicationConfig;
 use crate::error::{Error, Result};
 use crate::metrics::{Metric, Metrics};
+use crate::unix_ms;
 use crate::wal::format::topic_id_string;
 
 /// Kafka error code NONE.
@@ -247,10 +248,6 @@ pub struct Session {
     /// Whether the response being built serves fast-tier records, and when the last such one was sent.
     served_fast: bool,
     answered_fast: Option<Instant>,
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn tp_of(topic_id: &Uuid, partition: i32) -> Tp {

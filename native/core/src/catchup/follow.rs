@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::fast::StreamTip;
 use crate::metrics::{Metric, Metrics};
 use crate::store::ObjectStore;
+use crate::unix_ms;
 use crate::wal::catalog::{split_range, BatchSource};
 use crate::wal::format::{TopicId, WalObject};
 use crate::wal::{BehindPolicy, ReaderOptions, StartAt, WalReader};
@@ -322,10 +323,6 @@ impl State {
         self.objects_read += 1;
         self.last_object = Some(Instant::now());
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

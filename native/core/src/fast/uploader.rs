@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
@@ -34,6 +34,7 @@ use crate::format::batch::{BatchHeader, HEADER_SIZE};
 use crate::metrics::{Metric, WAL_LAG_BUCKETS};
 use crate::store::ObjectStore;
 use crate::tail::{list_segments, PartitionTailer, TailChunk, TailEvent};
+use crate::unix_ms as now_ms;
 use crate::wal::{
     is_fenced_error, read_header, RetentionIndex, WalHeader, WalObjectBuilder, WalWriter, WalWriterOptions,
 };
@@ -50,10 +51,6 @@ const LOAD_CONCURRENCY: usize = 16;
 const MAX_RUNS: usize = 16;
 /// The status JSON is rebuilt at most this often while uploads follow each other.
 const STATUS_EVERY: Duration = Duration::from_millis(200);
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// What this broker's stream holds of a partition (its newest part).
 #[derive(Debug, Clone, Default)]

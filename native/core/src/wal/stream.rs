@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::{error, info, warn};
@@ -24,6 +24,7 @@ use super::format::{HEADER_FETCH_BYTES, MAX_OBJECT_BYTES};
 use super::{head_key, object_key, parse_object_name, stream_prefix};
 use crate::error::{Error, Result};
 use crate::store::{ObjectStore, PutOptions};
+use crate::unix_ms as now_unix_ms;
 
 /// The `op` of the error a fenced writer returns.
 const FENCED_OP: &str = "wal_fenced";
@@ -32,10 +33,6 @@ const FENCED_OP: &str = "wal_fenced";
 /// uploader must stop for good; retrying cannot help.
 pub fn is_fenced_error(e: &Error) -> bool {
     matches!(e, Error::Store { op, .. } if *op == FENCED_OP)
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// An incarnation derived from the clock: `unix_ms * 1024 + random(0..1024)` (below 2^53 until the year
