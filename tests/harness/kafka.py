@@ -111,11 +111,27 @@ def new_cluster_id() -> str:
             return s
 
 
-def java_bin() -> str:
+def java_bin(java_home: Optional[str] = None) -> str:
+    """The java launcher: <java_home>/bin/java if given (it must exist), else $JAVA_HOME's, else PATH's."""
+    if java_home:
+        b = Path(java_home) / "bin" / "java"
+        if not b.exists():
+            raise HarnessError(f"no Java in {java_home} ({b} does not exist)")
+        return str(b)
     jh = os.environ.get("JAVA_HOME")
     if jh and (Path(jh) / "bin" / "java").exists():
         return str(Path(jh) / "bin" / "java")
     return shutil.which("java") or "java"
+
+
+def java_version(java_home: str) -> Optional[str]:
+    """JAVA_VERSION of a JDK/JRE's `release` file (e.g. "17.0.15", "25.0.3"); None if it has none."""
+    try:
+        text = (Path(java_home) / "release").read_text("utf-8", "replace")
+    except OSError:
+        return None
+    m = re.search(r'^JAVA_VERSION="([^"]+)"', text, re.M)
+    return m.group(1) if m else None
 
 
 @dataclass
@@ -175,8 +191,11 @@ class KafkaCluster:
         zones=None,
         client_zone=None,
         fast_replication: bool = False,
+        java_home: Optional[str] = None,
     ) -> None:
         """
+        java_home: the JDK/JRE every JVM of this cluster runs on (brokers, the storage format tool, run_tool);
+            it is also the JVMs' JAVA_HOME. None: $JAVA_HOME, else `java` on PATH.
         fast_replication: with zones and the plugin, every broker replicates through the fast tier: its
             plugin runs the fetch proxy (rsm.config.replication.fast.*) and its JVM resolves the other
             brokers' names to the proxy (-Djdk.net.hosts.file, see hosts_file()).
@@ -222,6 +241,10 @@ class KafkaCluster:
         self.jvm_args = list(jvm_args)
         self.node_jvm_args = {int(k): list(v) for k, v in (node_jvm_args or {}).items()}
         self.extra_env = dict(env or {})
+        self.java_home = str(java_home) if java_home else None
+        self.java = java_bin(self.java_home)
+        if self.java_home:
+            self.extra_env.setdefault("JAVA_HOME", self.java_home)
         self.cluster_id = new_cluster_id()
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix=f"ft-e2e-{name}-"))
@@ -405,7 +428,7 @@ class KafkaCluster:
 
     def _jvm_argv(self, node: Node, main: str, args: list[str]) -> list[str]:
         argv = [
-            java_bin(),
+            self.java,
             f"-Xmx{self.heap}",
             "-Xms128m",
             "-XX:+UseG1GC",
@@ -653,8 +676,8 @@ class KafkaCluster:
 
     def __repr__(self) -> str:
         return (
-            f"KafkaCluster({self.name}, n={self.n}, kafka {self.version}, plugin={self.plugin}, "
-            f"fast_tier={self.fast_tier}, dir={self.base_dir})"
+            f"KafkaCluster({self.name}, n={self.n}, kafka {self.version}, java {self.java}, "
+            f"plugin={self.plugin}, fast_tier={self.fast_tier}, dir={self.base_dir})"
         )
 
     # ------------------------------------------------------------------ logs
@@ -931,7 +954,7 @@ class KafkaCluster:
     # ------------------------------------------------------------------ java tools
     def run_tool(self, main: str, args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
         """Run a Kafka CLI class (e.g. org.apache.kafka.tools.GetOffsetShell) against this cluster."""
-        argv = [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+        argv = [self.java, "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
                 f"-Dfasttier.test.log.file={self.base_dir}/tools.log",
                 "-cp", ":".join(str(j) for j in sorted(self._libs.glob('*.jar'))), main] + args
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self._env())

@@ -5,8 +5,10 @@
 #   1. Python test dependencies from tests/requirements.txt (pip): confluent-kafka (its wheel bundles
 #      librdkafka with gzip/snappy/lz4/zstd, transactions and headers), pytest, pytest-timeout, boto3.
 #   2. Stock Apache Kafka broker class paths from Maven Central, one per version in
-#      $FASTTIER_KAFKA_VERSIONS (default "4.4.0 4.1.2": the newest 4.x and the older 4.1 line), resolved
-#      by Maven from tests/harness/kafka-deps/pom.xml into $FASTTIER_CACHE/kafka/<version>/libs:
+#      $FASTTIER_KAFKA_VERSIONS (default "4.4.0 4.3.2 4.2.2 4.1.2": the newest patch release of each
+#      supported line, for the version matrix tests/e2e/test_versions.py; 4.4.0 is the default broker of
+#      the other tests and 4.1.2 the older line's smoke), resolved by Maven from
+#      tests/harness/kafka-deps/pom.xml into $FASTTIER_CACHE/kafka/<version>/libs:
 #      kafka_2.13 (kafka.Kafka, kafka.tools.StorageTool), kafka-tools, log4j-slf4j2-impl + log4j-core
 #      (+ slf4j-api 2). The log4j2 configuration is tests/harness/log4j2.xml (one log file per broker).
 #   3. The S3-compatible server: MinIO, built from source with `go install` (Go module proxy) at a
@@ -22,8 +24,9 @@
 #   * measured on the 2-core CI-sized machine (while Rust builds ran beside it): `go install` from an
 #     empty Go module and build cache takes 7-9 minutes wall clock (4.3 min user CPU; downloads are a
 #     small part); with a warm Go build cache, seconds. The rest of a from-scratch run (pip into an
-#     empty venv: 14 s; Kafka 4.4.0 and 4.1.2 from an empty Maven repository: 16 s + 15 s) is under a
-#     minute. A second run of this script (everything present) takes about 1.5 s.
+#     empty venv: 14 s; Kafka 4.4.0 and 4.1.2 from an empty Maven repository: 16 s + 15 s, 4.2.2 and
+#     4.3.2 about 10 s more each) is about a minute. A second run of this script (everything present)
+#     takes about 1.5 s.
 #   Caveats: MinIO's open-source repository is in maintenance mode and publishes no semver tags, so
 #   the pin is a Go pseudo-version (a commit). MinIO always also listens on the IPv6 loopback [::1]
 #   next to 127.0.0.1 (cmd/server-main.go getServerListenAddrs): loopback only, never another address.
@@ -35,7 +38,7 @@
 #
 # Environment:
 #   FASTTIER_CACHE            cache root (default ~/.cache/fasttier)
-#   FASTTIER_KAFKA_VERSIONS   Kafka versions to resolve (default "4.4.0 4.1.2")
+#   FASTTIER_KAFKA_VERSIONS   Kafka versions to resolve (default "4.4.0 4.3.2 4.2.2 4.1.2")
 #   FASTTIER_MINIO_VERSION    MinIO module version to build (default: the pin below)
 #   FASTTIER_SKIP_PIP=1 / FASTTIER_SKIP_KAFKA=1 / FASTTIER_SKIP_MINIO=1   skip a step
 set -euo pipefail
@@ -43,7 +46,8 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TESTS_DIR="$REPO_ROOT/tests"
 CACHE="${FASTTIER_CACHE:-$HOME/.cache/fasttier}"
-KAFKA_VERSIONS="${FASTTIER_KAFKA_VERSIONS:-4.4.0 4.1.2}"
+# The newest patch release of each supported line on Maven Central (bump a line here when a patch ships).
+KAFKA_VERSIONS="${FASTTIER_KAFKA_VERSIONS:-4.4.0 4.3.2 4.2.2 4.1.2}"
 # MinIO at commit 7aac2a2c5b7c (2026-02-12), what `go install github.com/minio/minio@latest` resolved to.
 MINIO_VERSION="${FASTTIER_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 PYTHON="${PYTHON:-python3}"
