@@ -1,5 +1,6 @@
 # fasttier — the two commands of the README, and their parts.
-#   make demo   set up, build, run a local 3-broker cluster with the plugin on MinIO and show tiering
+#   make demo   set up, build, show the slow tier, the fast tier's lag and replication through the fast tier against
+#               stock in the three-zone bed (3 brokers, MinIO); KEEP=1 leaves the cluster running until Ctrl-C
 #   make test   set up, build, run every test suite (what CI runs: .ci/run)
 #   make gates  the quality gates (rustfmt, clippy, ruff, javac -Xlint:all -Werror); .ci/run runs them before make test
 #   make bench  set up, build, run the benchmarks (prints figures; see docs/benchmarks.md)
@@ -31,7 +32,7 @@ test: setup build
 	bash tests/scripts/run-tests.sh
 
 demo: setup build
-	python3 tests/demo.py
+	python3 tests/demo.py $(if $(KEEP),--keep-running)
 
 bench: setup build
 	bash tests/bench/run.sh

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from .procs import wait_until
+
 
 @dataclass
 class Acked:
@@ -167,3 +169,19 @@ def kill_leader_and_restart(kc, topic: str, partition: int, down_s: float = 8.0)
     kc._reset_admin()
     kc.wait_for_isr(topic, size=3, timeout=180)
     return victim
+
+
+def wait_replicas_identical(kc, topic: str, partitions: int, timeout: float = 90.0) -> dict[int, int]:
+    """Waits until the replicas of every partition on all of kc's brokers hold the same record batches
+    (KafkaCluster.log_digest, so the topic must keep its segments on local disk). Returns {partition: bytes of
+    those batches}: what the leader appended."""
+    seen: dict[int, set] = {}
+
+    def identical() -> bool:
+        kc.check_alive()
+        for p in range(partitions):
+            seen[p] = {kc.log_digest(i, topic, p) for i in range(kc.n)}
+        return all(len(d) == 1 for d in seen.values())
+
+    wait_until(identical, timeout, 1.0, lambda: f"the replicas of {topic} to be identical: {seen}")
+    return {p: next(iter(d))[0] for p, d in seen.items()}
