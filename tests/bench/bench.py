@@ -1,7 +1,7 @@
 """fasttier benchmarks: prints figures (ratios against baselines measured in the same run), asserts nothing
 about speed. Entry point: tests/bench/run.sh (make bench). What each figure means: docs/benchmarks.md.
 
-    python3 tests/bench/bench.py [--only native,kafka] [--quick] [--out build/bench] [--wait-quiet 0]
+    python3 tests/bench/bench.py [--only native,kafka,aiven] [--quick] [--out build/bench] [--wait-quiet 0]
 
 Sections
   native  (no broker running) fasttier-bench: segment copy through the engine vs raw multipart PUT (same
@@ -10,6 +10,8 @@ Sections
           (a few hundred MB each), fully tiered; consumers read from offset 0 to the local log start
           (every byte served by the plugin), while the broker's RSS and heap are sampled; in between,
           raw GET baselines of the very same .log objects by the plugin's S3 client (fasttier-bench get).
+  aiven   side by side with Aiven's tiered-storage plugin (tests/bench/aiven.py; skipped with a message
+          when its build in ../shared/baselines/ is absent): cold remote reads on Kafka 4.1.2.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import subprocess
@@ -257,8 +260,9 @@ def fmt_list(v) -> str:
 
 # ---------------------------------------------------------------------------------------------- kafka
 
-def produce(kc: KafkaCluster, topic: str, partitions: int, bytes_per_partition: int) -> int:
-    """Incompressible VALUE_BYTES values, no keys, round-robin over partitions. Returns records produced."""
+def produce(kc: KafkaCluster, topic: str, partitions: int, bytes_per_partition: int, seed: int | None = None) -> int:
+    """Incompressible VALUE_BYTES values, no keys, round-robin over partitions. Returns records produced.
+    With seed, the values are the same bytes on every call (the same data for two clusters compared)."""
     from confluent_kafka import Producer
 
     p = Producer(kc.client_config(**{
@@ -269,7 +273,8 @@ def produce(kc: KafkaCluster, topic: str, partitions: int, bytes_per_partition: 
         "queue.buffering.max.kbytes": 256 * 1024,
         "message.max.bytes": 2 << 20,
     }))
-    pool = [os.urandom(VALUE_BYTES) for _ in range(512)]
+    rnd = random.Random(seed) if seed is not None else None
+    pool = [rnd.randbytes(VALUE_BYTES) if rnd else os.urandom(VALUE_BYTES) for _ in range(512)]
     per = bytes_per_partition // VALUE_BYTES + 1
     errors: list[str] = []
 
@@ -440,9 +445,11 @@ def metrics_delta(before: dict, after: dict, topic: str) -> dict:
 
 
 def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_partition_fetch_bytes: int,
-            bootstrap: str | None = None, argv_prefix: tuple[str, ...] = ()) -> dict:
+            bootstrap: str | None = None, argv_prefix: tuple[str, ...] = (),
+            fetch_max_bytes: int | None = None) -> dict:
     """One consumer process per group ({partition: end}), all started at once; returns the slowest.
-    argv_prefix (e.g. `ip netns exec <ns>`) runs the consumers elsewhere, bootstrap is what they connect to."""
+    argv_prefix (e.g. `ip netns exec <ns>`) runs the consumers elsewhere, bootstrap is what they connect to.
+    fetch_max_bytes: the consumers' fetch.max.bytes (default: consume.py's 64 MiB)."""
     procs = []
     errs = []
     for g in groups:
@@ -453,7 +460,8 @@ def consume(kc: KafkaCluster, topic: str, groups: list[dict[int, int]], max_part
              sys.executable, str(HERE / "consume.py"), "--bootstrap", bootstrap or kc.bootstrap_servers(),
              "--topic", topic,
              "--end", end, "--max-partition-fetch-bytes", str(max_partition_fetch_bytes),
-             "--batch-messages", str(max(1, MIB // VALUE_BYTES))],
+             "--batch-messages", str(max(1, MIB // VALUE_BYTES))]
+            + (["--fetch-max-bytes", str(fetch_max_bytes)] if fetch_max_bytes else []),
             stdout=subprocess.PIPE, stderr=errs[-1], text=True))
     t0 = time.monotonic()
     outs = []
@@ -871,7 +879,11 @@ def time_table(results: dict) -> str:
 def main() -> int:
     global VALUE_BYTES
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="native,kafka")
+    ap.add_argument("--only", default="native,kafka,aiven",
+                    help="sections: native, kafka, aiven (side by side with Aiven's plugin, tests/bench/aiven.py)")
+    ap.add_argument("--aiven-mib", type=int, default=256,
+                    help="aiven section: MiB of tiered data per topic (1024 for the 1 GB comparison)")
+    ap.add_argument("--aiven-runs", type=int, default=3, help="aiven section: alternating runs per cell")
     ap.add_argument("--quick", action="store_true", help="smaller data (a smoke run, figures not meaningful)")
     ap.add_argument("--no-sweep", action="store_true", help="skip the reads with other max.partition.fetch.bytes")
     ap.add_argument("--no-tuned", action="store_true", help="skip the reads with a tuned broker and plugin")
@@ -906,6 +918,12 @@ def main() -> int:
             run_native(s3, work, results, a.quick)
         if "kafka" in only:
             run_kafka(s3, work, results, a.quick, not a.no_sweep, not a.no_tuned)
+        if "aiven" in only:
+            import aiven
+
+            aiven.B.VALUE_BYTES = VALUE_BYTES
+            aiven.run(s3, work, results, min(a.aiven_mib, 64) if a.quick else a.aiven_mib,
+                      1 if a.quick else a.aiven_runs)
     finally:
         s3.stop()
         if not os.environ.get("FASTTIER_KEEP_TMP"):
@@ -916,11 +934,17 @@ def main() -> int:
         t = table(results)
         tt = time_table(results)
         ct = cpu_table(results)
-        (out / f"figures-{stamp}.md").write_text(t + "\n\n" + tt + "\n\n" + ct + "\n")
+        at = ""
+        if "aiven" in results:
+            import aiven
+
+            at = aiven.table(results)
+        (out / f"figures-{stamp}.md").write_text(t + "\n\n" + tt + "\n\n" + ct + "\n\n" + at + "\n")
         print()
         print(f"fasttier benchmarks ({results['machine']['cpus']} CPUs, {results['machine']['mem_mib']} MiB, "
               f"git {results['machine']['git']}, {results['total_secs']:.0f}s); results in {out}/results-{stamp}.json")
-        print(t)
+        if "kafka" in results or "copy" in results:
+            print(t)
         if tt:
             print()
             print("Where the time of a remote read goes (per fetch served by the plugin):")
@@ -928,6 +952,9 @@ def main() -> int:
             print()
             print("CPU cost per GB read (2 CPUs shared by everything: the MB/s above follow from these):")
             print(ct)
+        if at:
+            print()
+            print(at)
     return 0
 
 

@@ -7,6 +7,8 @@
 #   bash tests/bench/run.sh --only native    # only the engine benchmarks (no broker)
 #   bash tests/bench/run.sh --wait-quiet 600 # first wait (up to 600 s) until no other JVM runs here
 #   bash tests/bench/run.sh --sweep          # also read with other max.partition.fetch.bytes
+#   bash tests/bench/run.sh --only aiven     # only the side by side with Aiven's plugin (tests/bench/aiven.py;
+#                                            # skipped with a message without ../shared/baselines/; --aiven-mib 1024)
 #
 # Needs: the plugin in build/plugin (make build), MinIO and the Kafka class path (tests/scripts/setup.sh).
 set -euo pipefail
