@@ -127,8 +127,17 @@ def slow_tier(z: Zones, s3: S3Server, kc: KafkaCluster) -> None:
     print("\n".join("        " + ln for ln in lines[:6] + ([f"... {len(lines) - 6} more"] if len(lines) > 6 else [])))
 
 
-def fast_tier_metrics(kc: KafkaCluster) -> dict:
-    """Step 5: the fast tier's lag and the followers' byte sources, per broker (JMX)."""
+SOURCES = ("replication-fast-bytes-total", "replication-leader-bytes-total")
+
+
+def byte_sources(kc: KafkaCluster) -> list[dict]:
+    """Per broker: the record bytes its followers got from S3 and from the leaders so far (JMX)."""
+    return [{k: v for k, v in Jmx(kc, i).plugin().items() if k in SOURCES} for i in range(kc.n)]
+
+
+def fast_tier_metrics(kc: KafkaCluster, before: list[dict]) -> dict:
+    """Step 5: the fast tier's lag, and the followers' byte sources since `before` (byte_sources()), per broker
+    (JMX)."""
     say("fast tier: upload lag (record batch appended to a leader's log -> in S3) and replication sources, "
         "from each broker's plugin metrics over JMX:")
     print(f"        {'broker':<10}{'lag p50':>9}{'p99':>9}{'max':>9}{'<=100ms':>9}{'<=500ms':>9}{'behind':>9}"
@@ -137,7 +146,7 @@ def fast_tier_metrics(kc: KafkaCluster) -> dict:
     for i in range(kc.n):
         m = Jmx(kc, i).plugin()
         n = m.get("wal-upload-lag-count", 0) or float("nan")
-        fast, leader = m.get("replication-fast-bytes-total", 0), m.get("replication-leader-bytes-total", 0)
+        fast, leader = (m.get(k, 0) - before[i].get(k, 0) for k in SOURCES)
         tot["fast"] += fast
         tot["leader"] += leader
         lag = "".join(f"{m.get(f'wal-upload-lag-{q}-ms', 0):>7.0f}ms" for q in ("p50", "p99", "max"))
@@ -145,7 +154,8 @@ def fast_tier_metrics(kc: KafkaCluster) -> dict:
         print(f"        {f'{i} ({kc.zone_of(i)})':<10}{lag}{share}{m.get('wal-behind-ms', 0):>7.0f}ms"
               f"{m.get('wal-put-requests-total', 0):>7.0f}{fast / MB:>22.2f} MB{leader / MB:>11.2f} MB")
     print("        (lag p50/p99/max: of each broker's recent batches; <=100ms/<=500ms: share of all its batches;\n"
-          "         behind: age of the oldest data not yet in S3, now; PUTs: fast-tier objects written)")
+          "         behind: age of the oldest data not yet in S3, now; PUTs: fast-tier objects written;\n"
+          "         followers got: record bytes of the step 4 topic, as followers, from S3 and from the leaders)")
     return tot
 
 
@@ -207,7 +217,8 @@ What to try next (copy and paste into another shell):
   # what the tiers hold (the CLI reads S3 at {s3.zone_endpoint}, so run it inside a zone)
   ip netns exec {ns['az1']} {cli} -c {props} segments --topic {SLOW_TOPIC}
   ip netns exec {ns['az1']} {cli} -c {props} wal list
-  ip netns exec {ns['az1']} {cli} -c {props} partition show --topic {TOPIC} --partition 0 | head -30
+  ip netns exec {ns['az1']} {cli} -c {props} partition show --topic {TOPIC} \\
+      --topic-id {kc.topic_id(TOPIC)} --partition 0 | head -30
 
 
 To stop: Ctrl-C here (or kill -INT {os.getpid()}): stops the brokers and MinIO and deletes the namespaces.""")
@@ -265,9 +276,10 @@ def main() -> int:
             say("3/6 the slow tier")
             slow_tier(z, s3, kc)
             say("4/6 replication through the fast tier, the same workload as step 1")
+            before = byte_sources(kc)
             fast = run_workload(z, kc, args.mb, "fasttier")
             say("5/6 the fast tier")
-            src = fast_tier_metrics(kc)
+            src = fast_tier_metrics(kc, before)
             say(f"6/6 cross-zone bytes, stock vs fasttier (the same {args.mb:g} MB workload, zone links az1-az2, "
                 f"az1-az3, az2-az3):")
             print("\n".join(table(stock, fast)))
@@ -280,8 +292,8 @@ def main() -> int:
                 f"fasttier {fast['s3'] / MB:.2f} MB",
                 "(uploads and the followers' reads: object-storage traffic, not cross-zone transfer; "
                 "docs/replication.md);",
-                f"since the fasttier cluster started its followers got {src['fast'] / MB:.2f} MB from S3 and "
-                f"{src['leader'] / MB:.3f} MB from leaders (both topics).")))
+                f"the followers got {src['fast'] / MB:.2f} MB of the topic's record bytes from S3 and "
+                f"{src['leader'] / MB:.3f} MB from the leaders (across zones).")))
             say(f"done in {time.time() - t0:.0f} s")
             rc = 0
             if args.keep_running:
