@@ -355,6 +355,8 @@ async fn run(
     let mut backoff = s.poll.max(Duration::from_millis(100));
     // when the newest tip was heard (unix ms), and the seq it announced
     let mut announced: Option<(u64, i64)> = None;
+    // when the stream was last looked at (a GET of the next object)
+    let mut last_look: Option<Instant> = None;
     loop {
         let r = match reader.as_mut() {
             Some(r) => r,
@@ -378,9 +380,19 @@ async fn run(
                 }
             }
         };
-        let get_start = Instant::now();
-        let get_start_ms = unix_ms();
-        match r.next().await {
+        // with the channel up, a tip that does not announce the next object means it is not there yet:
+        // no GET for it (it would find nothing) until the leader's word or the safety poll
+        let known_absent = heard.borrow().is_some_and(|t| t.next_seq <= r.position())
+            && last_look.is_some_and(|t| t.elapsed() < NOTIFIED_POLL);
+        let looked = if known_absent {
+            Ok(None)
+        } else {
+            last_look = Some(Instant::now());
+            r.next().await
+        };
+        let get_start = last_look.unwrap_or_else(Instant::now);
+        let get_start_ms = unix_ms() - get_start.elapsed().as_millis() as i64;
+        match looked {
             Ok(Some(obj)) => {
                 let seq = obj.seq();
                 // the object was known from the tip heard before this GET started, or from the GET itself
@@ -501,6 +513,66 @@ mod tests {
         assert_eq!(lookup_in(Some(&run), 4, 20, usize::MAX), Lookup::Wait);
         assert_eq!(lookup_in(Some(&run), 4, 25, usize::MAX), Lookup::Wait);
         assert_eq!(lookup_in(None, 4, 25, usize::MAX), Lookup::Missing("absent"));
+    }
+
+    #[tokio::test]
+    async fn with_the_channel_up_the_follower_gets_each_announced_object_once_and_nothing_else() {
+        use crate::catchup::notify::NotifyServer;
+        use crate::store::faulty::{FaultyStore, Op};
+        use crate::store::memory::MemoryStore;
+        use crate::wal::format::WalObjectBuilder;
+        use crate::wal::{WalWriter, WalWriterOptions};
+
+        let store = Arc::new(FaultyStore::wrap(MemoryStore::new()));
+        let dyn_store: Arc<dyn ObjectStore> = store.clone();
+        let metrics = Arc::new(Metrics::default());
+        let mut writer = WalWriter::open(dyn_store.clone(), "p", 1, WalWriterOptions::default()).await.unwrap();
+        let (tip_tx, tip_rx) = watch::channel(None);
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap().to_string();
+        drop(probe);
+        let _server = NotifyServer::start(&addr, 1, tip_rx, metrics.clone()).await.unwrap();
+        let settings = FollowSettings {
+            prefix: "p".into(),
+            poll: Duration::from_millis(5),
+            cache_bytes: 1 << 20,
+            lookback_objects: 0,
+            notify: Some(addr),
+            self_id: 2,
+        };
+        let stream = LeaderStream::start(dyn_store.clone(), 1, settings, metrics.clone());
+        let mut changed = stream.subscribe();
+        let deadline = Duration::from_secs(10);
+        tokio::time::timeout(deadline, async {
+            while stream.health() != Health::Ok || metrics.get(Metric::ReplNotifyConnections) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the follower starts and connects");
+        let tp = ([7u8; 16], 0);
+        let gets_before = store.calls(Op::Get);
+        let objects = 20i64;
+        for o in 0..objects {
+            let mut b = WalObjectBuilder::new();
+            b.add(tp.0, tp.1, 1, o, o, batch(o, 1, 1, &[o as u8; 20]).into()).unwrap();
+            writer.append(&b).await.unwrap();
+            tip_tx.send_replace(Some(StreamTip { incarnation: writer.incarnation(), next_seq: writer.next_seq() }));
+            tokio::time::timeout(deadline, async {
+                while stream.held(&tp).is_none_or(|h| h.1 < o) {
+                    let _ = changed.changed().await;
+                }
+            })
+            .await
+            .expect("the announced object is read");
+            // between uploads the follower has heard the newest tip: it asks for nothing
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let gets = store.calls(Op::Get) - gets_before;
+        assert!(
+            gets <= objects as u64 + 2,
+            "one GET per announced object, no GET for objects not announced: {gets} GETs for {objects} objects"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
+use tokio::task::JoinHandle;
 
 use super::coverage::slow_end_offset;
 use super::pace::{Next, Pacer};
@@ -145,6 +146,42 @@ pub(crate) struct Uploader {
     rate_samples: VecDeque<(Instant, i64, i64, i64)>,
     /// When the status was last published.
     status_at: Option<Instant>,
+    /// The deletion of objects below the low-water mark, off the append path: the task returns the seq
+    /// below which everything was deleted, and the first error.
+    deleter: Option<JoinHandle<(u64, Option<Error>)>>,
+}
+
+/// Deletes of covered objects in flight at once (a cleanup round must not hold up the next PUT).
+const DELETE_CONCURRENCY: usize = 8;
+
+/// Deletes `objects` (ascending seqs, starting at `from`), [`DELETE_CONCURRENCY`] at a time; returns the seq
+/// below which every object is gone and the error that stopped the round, if any (the next round resumes).
+async fn delete_objects(store: Arc<dyn ObjectStore>, from: u64, objects: Vec<(u64, String)>) -> (u64, Option<Error>) {
+    let mut below = from;
+    for chunk in objects.chunks(DELETE_CONCURRENCY) {
+        let mut set = tokio::task::JoinSet::new();
+        for (seq, key) in chunk.iter().cloned() {
+            let store = store.clone();
+            set.spawn(async move { (seq, store.delete(&key).await) });
+        }
+        let mut failed: Option<(u64, Error)> = None;
+        while let Some(r) = set.join_next().await {
+            let (seq, r) = match r {
+                Ok(x) => x,
+                Err(e) => return (below, Some(Error::Internal(format!("wal delete task: {e}")))),
+            };
+            if let Err(e) = r {
+                if !e.is_not_found() && failed.as_ref().is_none_or(|f| seq < f.0) {
+                    failed = Some((seq, e));
+                }
+            }
+        }
+        if let Some((seq, e)) = failed {
+            return (below.max(seq), Some(e));
+        }
+        below = chunk.last().map_or(below, |c| c.0 + 1);
+    }
+    (below, None)
 }
 
 impl Uploader {
@@ -181,6 +218,7 @@ impl Uploader {
             fenced: false,
             rate_samples: VecDeque::new(),
             status_at: None,
+            deleter: None,
         }
     }
 
@@ -288,6 +326,10 @@ impl Uploader {
             if !self.fenced {
                 let _ = w.update_head().await;
             }
+        }
+        if let Some(h) = self.deleter.take() {
+            // objects left below the low-water mark are found and deleted by the next writer's cleanup
+            h.abort();
         }
         self.publish_status(if self.fenced { "fenced" } else { "closed" });
         tracing::info!("fast tier uploader stopped: broker_id={}", self.shared.broker_id);
@@ -587,6 +629,7 @@ impl Uploader {
 
     /// Head updates and cleanup, when due.
     async fn housekeeping(&mut self) {
+        self.reap_deleter().await;
         let now = Instant::now();
         if now >= self.next_head {
             self.next_head = now + self.shared.cfg.head_interval;
@@ -649,9 +692,33 @@ impl Uploader {
         if low <= writer.low_water() && writer.cleaned_below() >= writer.low_water() {
             return Ok(());
         }
-        let deleted = writer.advance_low_water(low).await?;
-        let below = writer.cleaned_below();
+        writer.raise_low_water(low).await?;
         self.retention.forget_below(writer.low_water());
+        if self.deleter.is_none() {
+            let objects = writer.uncleaned();
+            if let Some(&(from, _)) = objects.first() {
+                self.deleter = Some(tokio::spawn(delete_objects(self.store.clone(), from, objects)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in the finished deletion round, if any: what it deleted leaves the size figures.
+    async fn reap_deleter(&mut self) {
+        if !self.deleter.as_ref().is_some_and(|h| h.is_finished()) {
+            return;
+        }
+        let Some(h) = self.deleter.take() else { return };
+        // a finished task: this does not wait
+        let (below, err) = match h.await {
+            Ok(r) => r,
+            Err(e) => (0, Some(Error::Internal(format!("wal delete task: {e}")))),
+        };
+        let Some(writer) = self.writer.as_mut() else { return };
+        let before = writer.cleaned_below();
+        writer.cleaned(below);
+        let deleted = writer.cleaned_below().saturating_sub(before);
+        let below = writer.cleaned_below();
         while self.retained.front().is_some_and(|r| r.0 < below) {
             self.retained.pop_front();
         }
@@ -660,7 +727,11 @@ impl Uploader {
             tracing::debug!("fast tier cleanup: deleted={deleted} low_water={}", writer.low_water());
         }
         self.update_size_metrics();
-        Ok(())
+        if let Some(e) = err {
+            self.error("deleting covered fast-tier objects", &e);
+            // the next round resumes at the first object not deleted
+            self.next_cleanup = self.next_cleanup.min(Instant::now() + self.shared.cfg.cleanup_interval / 2);
+        }
     }
 
     /// A partition is gone when Kafka stopped it here and its directory is in none of the log dirs.

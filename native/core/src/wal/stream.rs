@@ -689,19 +689,37 @@ impl WalWriter {
         Ok(())
     }
 
-    /// Moves the low-water mark up to `seq` (clamped so the newest object is kept) and deletes the objects
-    /// below it: first the head announces the new mark, then the objects are deleted in ascending order, one
-    /// at a time; a failed delete stops the round (the next call resumes). Returns the objects deleted.
-    pub async fn advance_low_water(&mut self, seq: u64) -> Result<u64> {
+    /// Moves the low-water mark up to `seq` (clamped so the newest object is kept): the head announces the new
+    /// mark; nothing is deleted (see [`WalWriter::uncleaned`] and [`WalWriter::cleaned`] for deleting the
+    /// objects below it off the append path).
+    pub async fn raise_low_water(&mut self, seq: u64) -> Result<()> {
         self.check_not_fenced()?;
         let Some(newest) = self.next_seq.checked_sub(1) else {
-            return Ok(0);
+            return Ok(());
         };
         let target = seq.min(newest);
         if target > self.low_water {
             self.write_head(target).await?;
             self.low_water = target;
         }
+        Ok(())
+    }
+
+    /// The seqs below the low-water mark not known to be deleted yet, with their keys.
+    pub fn uncleaned(&self) -> Vec<(u64, String)> {
+        (self.cleaned_below..self.low_water).map(|seq| (seq, self.key(seq))).collect()
+    }
+
+    /// Every object below `below` (at most the low-water mark) was deleted.
+    pub fn cleaned(&mut self, below: u64) {
+        self.cleaned_below = self.cleaned_below.max(below.min(self.low_water));
+    }
+
+    /// Moves the low-water mark up to `seq` (clamped so the newest object is kept) and deletes the objects
+    /// below it: first the head announces the new mark, then the objects are deleted in ascending order, one
+    /// at a time; a failed delete stops the round (the next call resumes). Returns the objects deleted.
+    pub async fn advance_low_water(&mut self, seq: u64) -> Result<u64> {
+        self.raise_low_water(seq).await?;
         let mut deleted = 0;
         while self.cleaned_below < self.low_water {
             self.store.delete(&self.key(self.cleaned_below)).await?;
