@@ -49,10 +49,6 @@ const DATA_GRACE: Duration = Duration::from_secs(15);
 const CAUGHT_UP_REFRESH: Duration = Duration::from_secs(3);
 /// Answered reports that release offsets held back by the report rule are at most this frequent.
 const UNSTICK_EVERY: Duration = Duration::from_millis(50);
-/// ... and are sent only when the leader's stream has brought no object for this long: while objects keep
-/// coming, the leader has newer data, the answer would carry a batch across zones, and an object cut after
-/// the last report soon lets a silent report through (a few upload intervals at most).
-const UNSTICK_QUIET: Duration = Duration::from_millis(60);
 /// A silent report's connection stays open this long (for the leader to read the request), then is reset.
 const SILENT_HOLD: Duration = Duration::from_millis(100);
 /// A silent report waits this long in the leader's fetch purgatory (far longer than [`SILENT_HOLD`], so the
@@ -544,9 +540,9 @@ impl Session {
         }
         // Offsets moved, but the report rule holds them back, while the follower has all that the fast tier
         // holds: an acks=all producer may be waiting for exactly these offsets, so no newer data will come
-        // to refresh the leader's "caught up" time. Once the stream is quiet (no object for UNSTICK_QUIET: the
-        // leader likely has nothing newer), ask the leader: its answer carries no records for a follower that
-        // has everything (and Kafka then counts it caught up), else one batch. The handler wakes for it.
+        // to refresh the leader's "caught up" time. Ask the leader (at most every UNSTICK_EVERY; the handler
+        // wakes for it): its answer carries no records for a follower that has everything (and Kafka then
+        // counts it caught up), else one batch.
         let held_back = fast.iter().any(|(w, p)| {
             p.reported != Some(w.fp.fetch_offset)
                 && matches!(self.stream.lookup(&w.tp, w.fp.current_leader_epoch, w.fp.fetch_offset, 1), Lookup::Wait)
@@ -554,9 +550,7 @@ impl Session {
         if !held_back {
             return Due::No;
         }
-        let quiet =
-            self.stream().since_last_object().and_then(|d| Instant::now().checked_sub(d)).map(|t| t + UNSTICK_QUIET);
-        match self.last_answered.map(|t| t + UNSTICK_EVERY).max(quiet) {
+        match self.last_answered.map(|t| t + UNSTICK_EVERY) {
             Some(at) if at > Instant::now() => Due::At(at),
             _ => Due::Answered,
         }

@@ -125,7 +125,7 @@ pub struct FollowSettings {
 
 /// While the notification channel is up, the stream is still looked at this often (a safety net: a
 /// message can only be lost with its connection, and the channel repeats the tip on reconnect).
-pub const NOTIFIED_POLL: Duration = Duration::from_secs(2);
+pub const NOTIFIED_POLL: Duration = Duration::from_secs(5);
 
 /// The follower of one leader broker's stream. Dropping it stops the reading task.
 #[derive(Debug)]

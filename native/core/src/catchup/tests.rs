@@ -422,6 +422,23 @@ async fn a_leader_batch_the_fast_tier_then_receives_is_not_lag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_store_sends_followers_to_the_leader_after_max_lag() {
+    // The store accepts connections but answers nothing (a hung endpoint, a paused server): no error comes
+    // back for far longer than max.lag.ms, and the leader keeps appending what its uploader cannot ship.
+    let mut b = bed_with(5, 1_000, 500).await;
+    let mut f = b.caught_up_follower().await;
+    b.store.set_latency(crate::store::faulty::Op::Get, Duration::from_secs(120));
+    b.store.set_latency(crate::store::faulty::Op::Head, Duration::from_secs(120));
+    b.leader.append(0, 20, 2);
+    let t = Instant::now();
+    f.fetch_until(0, 30, Duration::from_secs(10)).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "fell back only after {:?} (max.lag.ms 1000)", t.elapsed());
+    assert_eq!(f.log, b.leader.log_bytes(0));
+    assert!(b.metrics.get(Metric::ReplFallbackLag) >= 1);
+    b.proxy.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_fast_tier_sends_followers_to_the_leader_and_back() {
     let mut b = bed(5, 10_000).await;
     let mut f = b.caught_up_follower().await;
