@@ -148,15 +148,26 @@ def load_data(side: Side, mib: int) -> None:
     B.log(f"aiven: {side.name}: produced and tiered in {time.monotonic() - t0:.0f}s; local log starts {side.info}")
 
 
-# broker threads by what they do (Java names from jcmd, digits as N; see bench.thread_cpu)
+# broker threads by what they do (Java names from jcmd with every digit as N, see bench.thread_cpu: "C2
+# CompilerThread0" is "CN CompilerThreadN", "G1 Conc#0" is "GN Conc#N"); Aiven's fetches and chunk cache run
+# in a ForkJoinPool
 THREAD_GROUPS = (
     ("network", ("data-plane-kafka-network",)),
     ("request handlers", ("data-plane-kafka-request",)),
     ("remote-log-reader", ("remote-log-reader",)),
     ("fasttier runtime", ("fasttier",)),
-    ("JIT", ("C1 CompilerThre", "C2 CompilerThre")),
-    ("GC", ("GC Thread", "G1 ", "VM Thread")),
+    ("Aiven ForkJoinPool", ("ForkJoinPool",)),
+    ("JIT", ("CN CompilerThread",)),
+    ("GC", ("GC Thread", "GN ", "VM Thread")),
 )
+
+
+def thread_groups(per_thread: dict[str, float]) -> dict[str, float]:
+    groups: dict[str, float] = {}
+    for t, v in per_thread.items():
+        g = next((g for g, prefixes in THREAD_GROUPS if t.startswith(prefixes)), "other")
+        groups[g] = groups.get(g, 0.0) + v
+    return groups
 
 
 def read(side: Side, topic: str, fetch: int, threads: bool = False) -> dict:
@@ -176,11 +187,8 @@ def read(side: Side, topic: str, fetch: int, threads: bool = False) -> dict:
     if threads:
         # threads started during the read were counted under their 15-character /proc names
         names.update(B.java_thread_names(pid))
-        groups: dict[str, float] = {}
-        for t, v in B.cpu_delta(th0, B.thread_cpu(pid, names)).items():
-            g = next((g for g, prefixes in THREAD_GROUPS if t.startswith(prefixes)), "other")
-            groups[g] = groups.get(g, 0.0) + v / gb
-        out["cpu_s_per_gb_by_thread"] = groups
+        delta = B.cpu_delta(th0, B.thread_cpu(pid, names))
+        out["cpu_s_per_gb_threads"] = {t: round(v / gb, 4) for t, v in delta.items()}
     return out
 
 
@@ -316,8 +324,9 @@ def table(results: dict) -> str:
     trows = []
     for p in PLUGINS:
         for f in FETCHES:
-            v = [c["cpu_s_per_gb_by_thread"] for c in cells
-                 if c["plugin"] == p and c["fetch"] == f and "cpu_s_per_gb_by_thread" in c]
+            v = [thread_groups(c.get("cpu_s_per_gb_threads") or c["cpu_s_per_gb_top_threads"]) for c in cells
+                 if c["plugin"] == p and c["fetch"] == f
+                 and ("cpu_s_per_gb_threads" in c or "cpu_s_per_gb_top_threads" in c)]
             if v:
                 trows.append((p, f"{f // B.MIB} MiB", len(v))
                              + tuple(f"{statistics.median(x.get(g, 0.0) for x in v):.2f}" for g in groups))
