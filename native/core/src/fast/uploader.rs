@@ -37,7 +37,8 @@ use crate::store::ObjectStore;
 use crate::tail::{list_segments, PartitionTailer, TailChunk, TailEvent};
 use crate::unix_ms as now_ms;
 use crate::wal::{
-    is_fenced_error, read_header, RetentionIndex, WalHeader, WalObjectBuilder, WalWriter, WalWriterOptions,
+    delete_objects, is_fenced_error, read_header, RetentionIndex, WalHeader, WalObjectBuilder, WalWriter,
+    WalWriterOptions,
 };
 
 /// Window of the per-second gauges.
@@ -153,36 +154,6 @@ pub(crate) struct Uploader {
 
 /// Deletes of covered objects in flight at once (a cleanup round must not hold up the next PUT).
 const DELETE_CONCURRENCY: usize = 8;
-
-/// Deletes `objects` (ascending seqs, starting at `from`), [`DELETE_CONCURRENCY`] at a time; returns the seq
-/// below which every object is gone and the error that stopped the round, if any (the next round resumes).
-async fn delete_objects(store: Arc<dyn ObjectStore>, from: u64, objects: Vec<(u64, String)>) -> (u64, Option<Error>) {
-    let mut below = from;
-    for chunk in objects.chunks(DELETE_CONCURRENCY) {
-        let mut set = tokio::task::JoinSet::new();
-        for (seq, key) in chunk.iter().cloned() {
-            let store = store.clone();
-            set.spawn(async move { (seq, store.delete(&key).await) });
-        }
-        let mut failed: Option<(u64, Error)> = None;
-        while let Some(r) = set.join_next().await {
-            let (seq, r) = match r {
-                Ok(x) => x,
-                Err(e) => return (below, Some(Error::Internal(format!("wal delete task: {e}")))),
-            };
-            if let Err(e) = r {
-                if !e.is_not_found() && failed.as_ref().is_none_or(|f| seq < f.0) {
-                    failed = Some((seq, e));
-                }
-            }
-        }
-        if let Some((seq, e)) = failed {
-            return (below.max(seq), Some(e));
-        }
-        below = chunk.last().map_or(below, |c| c.0 + 1);
-    }
-    (below, None)
-}
 
 impl Uploader {
     pub(crate) fn new(
@@ -696,8 +667,8 @@ impl Uploader {
         self.retention.forget_below(writer.low_water());
         if self.deleter.is_none() {
             let objects = writer.uncleaned();
-            if let Some(&(from, _)) = objects.first() {
-                self.deleter = Some(tokio::spawn(delete_objects(self.store.clone(), from, objects)));
+            if !objects.is_empty() {
+                self.deleter = Some(tokio::spawn(delete_objects(self.store.clone(), objects, DELETE_CONCURRENCY)));
             }
         }
         Ok(())

@@ -33,8 +33,8 @@ pub use catalog::{
 pub use format::{PartitionData, TopicId, WalEntry, WalHead, WalHeader, WalObject, WalObjectBuilder, WalStamp};
 pub use retention::RetentionIndex;
 pub use stream::{
-    is_fenced_error, read_header, read_partition, Appended, BehindPolicy, ReaderOptions, StartAt, WalReader, WalWriter,
-    WalWriterOptions,
+    delete_objects, is_fenced_error, read_header, read_partition, Appended, BehindPolicy, ReaderOptions, StartAt,
+    WalReader, WalWriter, WalWriterOptions,
 };
 
 /// Prefix holding every broker's stream.

@@ -717,17 +717,50 @@ impl WalWriter {
 
     /// Moves the low-water mark up to `seq` (clamped so the newest object is kept) and deletes the objects
     /// below it: first the head announces the new mark, then the objects are deleted in ascending order, one
-    /// at a time; a failed delete stops the round (the next call resumes). Returns the objects deleted.
+    /// at a time ([`delete_objects`]); a failed delete stops the round (the next call resumes). Returns the
+    /// objects deleted.
     pub async fn advance_low_water(&mut self, seq: u64) -> Result<u64> {
         self.raise_low_water(seq).await?;
-        let mut deleted = 0;
-        while self.cleaned_below < self.low_water {
-            self.store.delete(&self.key(self.cleaned_below)).await?;
-            self.cleaned_below += 1;
-            deleted += 1;
+        let before = self.cleaned_below;
+        let (below, err) = delete_objects(self.store.clone(), self.uncleaned(), 1).await;
+        self.cleaned(below);
+        match err {
+            Some(e) => Err(e),
+            None => Ok(self.cleaned_below - before),
         }
-        Ok(deleted)
     }
+}
+
+/// Deletes `objects` (ascending seqs with their keys, as [`WalWriter::uncleaned`] lists them), `concurrency`
+/// at a time. Returns the seq below which every listed object is gone, for [`WalWriter::cleaned`], and the
+/// error that stopped the round: nothing from the first failed seq on counts as deleted (the next round
+/// resumes there; deleting a missing object succeeds).
+pub async fn delete_objects(
+    store: Arc<dyn ObjectStore>,
+    objects: Vec<(u64, String)>,
+    concurrency: usize,
+) -> (u64, Option<Error>) {
+    let mut below = objects.first().map_or(0, |o| o.0);
+    for chunk in objects.chunks(concurrency.max(1)) {
+        let mut set = tokio::task::JoinSet::new();
+        for (seq, key) in chunk.iter().cloned() {
+            let store = store.clone();
+            set.spawn(async move { (seq, store.delete(&key).await) });
+        }
+        let mut failed: Option<(u64, Error)> = None;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok((seq, Err(e))) if failed.as_ref().is_none_or(|f| seq < f.0) => failed = Some((seq, e)),
+                Ok(_) => {}
+                Err(e) => return (below, Some(Error::Internal(format!("wal delete task: {e}")))),
+            }
+        }
+        if let Some((seq, e)) = failed {
+            return (seq, Some(e));
+        }
+        below = chunk.last().map_or(below, |c| c.0 + 1);
+    }
+    (below, None)
 }
 
 /// Where a [`WalReader`] starts.
